@@ -1,0 +1,1 @@
+"""Nebula: a Galaxy-style workflow and task server."""

@@ -1,0 +1,1 @@
+"""`manage`: renders the process-manager configuration and drives supervisord."""

@@ -1,0 +1,1 @@
+"""Nebula background processes: broker, task decorator, actors, scheduler and beat."""
