@@ -1,6 +1,25 @@
 """Every model module, imported here so that Base.metadata knows all tables."""
 
 from app.models.base import Base
-from app.models import queue  # noqa: F401
+from app.models.histories import Dataset, DatasetState, History
+from app.models.jobs import Job, JobInput, JobOutput, JobState
+from app.models.queue import OutboxMessage, QueueMessage
+from app.models.tasks import Task, TaskState
+from app.models.users import ApiKey, User
 
-__all__ = ["Base"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Dataset",
+    "DatasetState",
+    "History",
+    "Job",
+    "JobInput",
+    "JobOutput",
+    "JobState",
+    "OutboxMessage",
+    "QueueMessage",
+    "Task",
+    "TaskState",
+    "User",
+]

@@ -1,0 +1,3 @@
+"""Every actor module, imported explicitly (registration happens in one place)."""
+
+from workers.actors import maintenance, uploads  # noqa: F401

@@ -1,0 +1,118 @@
+"""Tools: /api/tools (run a tool; upload1) and /api/tools/fetch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from pydantic import Field
+
+from app.api.context import current
+from app.api.routing import ApiBlueprint
+from app.errors import NotFound, RequestParameterInvalid
+from app.schemas.common import Request
+from app.services import datasets, histories, uploads
+
+bp = ApiBlueprint("tools", __name__)
+
+
+class ToolRunBody(Request):
+    """POST /api/tools."""
+
+    tool_id: str = Field(max_length=255)
+    history_id: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    input_format: str | None = None
+    tool_version: str | None = None
+
+
+class FetchElement(uploads.UploadTarget):
+    """One element of a fetch target."""
+
+    src: str = Field(pattern="^(pasted|files|url)$")
+
+
+class FetchTarget(Request):
+    """A fetch destination with its elements."""
+
+    destination: dict[str, Any]
+    elements: list[FetchElement] = Field(default_factory=list, max_length=100_000)
+    collection_type: str | None = None
+    name: str | None = Field(None, max_length=255)
+
+
+class FetchBody(Request):
+    """POST /api/tools/fetch."""
+
+    history_id: str
+    targets: list[FetchTarget] = Field(min_length=1)
+
+
+def _uploaded_files() -> list[tuple[str, Any]]:
+    """Multipart files in the order of their ``files_N|file_data`` index."""
+    found = []
+    for key, storage in request.files.items(multi=True):
+        index = key.split("|", 1)[0].removeprefix("files_")
+        order = int(index) if index.isdigit() else len(found)
+        found.append((order, storage.filename or "uploaded file", storage.stream))
+    found.sort(key=lambda item: item[0])
+    return [(name, stream) for _, name, stream in found]
+
+
+def _upload_response(staged: uploads.StagedUpload) -> dict[str, Any]:
+    ctx = current()
+    outputs = [datasets.dataset_view(d, ctx.ids).model_dump(mode="json") for d in staged.datasets]
+    for i, item in enumerate(outputs):
+        item["output_name"] = f"output{i}"
+    job = {"id": ctx.ids.encode(staged.job.id), "tool_id": staged.job.tool_id, "state": staged.job.state,
+           "model_class": "Job", "history_id": ctx.ids.encode(staged.job.history_id)}
+    return {"outputs": outputs, "jobs": [job], "implicit_collections": [], "output_collections": [],
+            "produces_entry_points": False}
+
+
+@bp.endpoint("/api/tools", "POST", body=ToolRunBody)
+def run_tool(body: ToolRunBody) -> dict[str, Any]:
+    """Run a tool; ``upload1`` uploads pasted text or files."""
+    ctx = current()
+    history = histories.get_history(ctx.session, ctx.user, ctx.decode(body.history_id, "history"))
+    if body.tool_id != uploads.UPLOAD_TOOL:
+        from app.api import tool_runs
+
+        return tool_runs.run(ctx, history, body)
+    files = _uploaded_files()
+    try:
+        targets = uploads.targets_from_upload1(body.inputs, len(files))
+    except ValueError as exc:
+        raise RequestParameterInvalid(f"upload1: {exc}") from exc
+    staged = uploads.stage_upload(
+        ctx.session, user=ctx.user, history=history, targets=targets, files=files,
+        staging_root=ctx.settings.resolved_data_dir / "staging", enqueuer=ctx.services.enqueuer,
+    )
+    return _upload_response(staged)
+
+
+@bp.endpoint("/api/tools/fetch", "POST", body=FetchBody)
+def fetch(body: FetchBody) -> dict[str, Any]:
+    """Galaxy's data fetch API: pasted, file and URL elements into datasets (or collections)."""
+    ctx = current()
+    history = histories.get_history(ctx.session, ctx.user, ctx.decode(body.history_id, "history"))
+    files = _uploaded_files()
+    targets = []
+    for target in body.targets:
+        kind = target.destination.get("type")
+        if kind != "hdas":
+            from app.api import tool_runs
+
+            return tool_runs.fetch_collection(ctx, history, body, files)
+        targets.extend(uploads.UploadTarget(**e.model_dump()) for e in target.elements)
+    for i, target in enumerate(targets):
+        if target.src == "files" and target.file_index is None:
+            targets[i] = target.model_copy(update={"file_index": sum(1 for t in targets[:i] if t.src == "files")})
+    if not targets:
+        raise RequestParameterInvalid("targets: no elements to fetch")
+    staged = uploads.stage_upload(
+        ctx.session, user=ctx.user, history=history, targets=targets, files=files,
+        staging_root=ctx.settings.resolved_data_dir / "staging", enqueuer=ctx.services.enqueuer,
+        tool_id="__DATA_FETCH__",
+    )
+    return _upload_response(staged)

@@ -1,0 +1,55 @@
+"""Task payloads: the typed commands that travel from the app to the workers.
+
+Each names its actor and logical queue; ``workers`` implements them with ``@task`` and a
+test checks that every one here has an actor.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from app.messaging import TaskRequest, TaskRoute
+
+
+class JobRequest(TaskRequest):
+    """A request about one job."""
+
+    job_id: int
+
+
+class SetupFetchData(JobRequest):
+    """Upload step 1: mark the upload job running."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("setup_fetch_data", "default")
+
+
+class FetchData(JobRequest):
+    """Upload step 2: bring each target's bytes into the object store."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("fetch_data", "default")
+
+
+class SetJobMetadata(JobRequest):
+    """Upload step 3: sniff, count, peek; datasets and job become ok."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("set_job_metadata", "default")
+
+
+class FinishJob(JobRequest):
+    """Error callback of a job pipeline: the job and its outputs become error."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("finish_job", "default")
+
+
+class PurgeDatasets(TaskRequest):
+    """Remove the files of purged datasets."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("purge_datasets", "default")
+    dataset_ids: list[int]
+
+
+class Noop(TaskRequest):
+    """A task doing nothing; for health checks and benchmarks."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("noop", "default")
+    value: int = 0

@@ -1,0 +1,48 @@
+"""Start a Dramatiq worker pool or the scheduler with Nebula's queue names.
+
+    python -m workers.run worker --queues default,jobs,exports --processes 2 --threads 8
+    python -m workers.run scheduler --processes 1 --threads 4
+
+Both run ``dramatiq workers.main`` (a master process that forks the workers and forwards
+SIGTERM to them); the queue names get the configured prefix here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from app.settings import load_settings
+from workers.runtime import TIME_LIMIT_ENV
+
+ROLE_QUEUES = {"worker": "default,jobs,exports", "scheduler": "scheduling"}
+
+
+@click.command()
+@click.argument("role", type=click.Choice(sorted(ROLE_QUEUES)))
+@click.option("--queues", help="Comma-separated logical queues (default: the role's).")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--time-limit", type=click.IntRange(1), help="Default time limit of a message, in seconds.")
+@click.option("--shutdown-timeout", type=click.IntRange(1), default=600, show_default=True,
+              help="Seconds the workers get to finish in-flight messages on SIGTERM.")
+def main(role: str, queues: str | None, processes: int, threads: int, time_limit: int | None,
+         shutdown_timeout: int) -> None:
+    """Run one Dramatiq pool for ROLE (worker or scheduler)."""
+    from dramatiq.cli import main as dramatiq_main, make_argument_parser
+
+    settings = load_settings()
+    names = [settings.queue_name(q.strip()) for q in (queues or ROLE_QUEUES[role]).split(",") if q.strip()]
+    if time_limit:
+        os.environ[TIME_LIMIT_ENV] = str(time_limit)
+    os.environ["NEBULA_PROCESS_ROLE"] = role
+    argv = ["workers.main", "--processes", str(processes), "--threads", str(threads),
+            "--skip-logging", "--worker-shutdown-timeout", str(shutdown_timeout * 1000),
+            "--queues", *names]
+    sys.exit(dramatiq_main(make_argument_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
