@@ -69,9 +69,8 @@ class Dataset(Timestamps, Base):
     deleted: Mapped[bool] = mapped_column(default=False)
     purged: Mapped[bool] = mapped_column(default=False)
     tags: Mapped[list] = mapped_column(default=list)
-    creating_job_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("job.id", use_alter=True), index=True
-    )
+    # No foreign key: job and dataset refer to each other (job_output holds the real link).
+    creating_job_id: Mapped[int | None] = mapped_column(index=True)
     metadata_: Mapped[dict] = mapped_column("metadata", default=dict)
 
     history: Mapped[History] = relationship(back_populates="datasets")

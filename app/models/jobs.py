@@ -25,9 +25,12 @@ class JobState:
 
 
 class Job(Timestamps, Base):
-    """A tool run."""
+    """A tool run; a workflow's jobs are keyed by (invocation step, element index)."""
 
     __tablename__ = "job"
+    __table_args__ = (
+        sa.UniqueConstraint("invocation_step_id", "element_index", name="uq_job_invocation_step_element"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("galaxy_user.id"), index=True)
@@ -43,6 +46,11 @@ class Job(Timestamps, Base):
     info: Mapped[str | None] = mapped_column(sa.Text)
     worker_id: Mapped[str | None] = mapped_column(sa.String(128))
     attempts: Mapped[int] = mapped_column(default=0)
+    # Set for jobs a workflow invocation created; the tables they point to belong to the
+    # workflow models, so these are plain indexed integers.
+    invocation_id: Mapped[int | None] = mapped_column(index=True)
+    invocation_step_id: Mapped[int | None]
+    element_index: Mapped[int | None]
     start_time: Mapped[dt.datetime | None]
     end_time: Mapped[dt.datetime | None]
 

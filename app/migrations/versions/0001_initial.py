@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 18:43:33.029821
+Create Date: 2026-11-21 18:45:55.869238
 """
 
 from alembic import op
@@ -137,7 +137,6 @@ def upgrade() -> None:
     sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('create_time', sa.DateTime(), nullable=False),
     sa.Column('update_time', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['creating_job_id'], ['job.id'], name=op.f('fk_dataset_creating_job_id_job'), use_alter=True),
     sa.ForeignKeyConstraint(['history_id'], ['history.id'], name=op.f('fk_dataset_history_id_history')),
     sa.ForeignKeyConstraint(['user_id'], ['galaxy_user.id'], name=op.f('fk_dataset_user_id_galaxy_user')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_dataset')),
@@ -164,16 +163,21 @@ def upgrade() -> None:
     sa.Column('info', sa.Text(), nullable=True),
     sa.Column('worker_id', sa.String(length=128), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('invocation_id', sa.Integer(), nullable=True),
+    sa.Column('invocation_step_id', sa.Integer(), nullable=True),
+    sa.Column('element_index', sa.Integer(), nullable=True),
     sa.Column('start_time', sa.DateTime(), nullable=True),
     sa.Column('end_time', sa.DateTime(), nullable=True),
     sa.Column('create_time', sa.DateTime(), nullable=False),
     sa.Column('update_time', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['history_id'], ['history.id'], name=op.f('fk_job_history_id_history')),
     sa.ForeignKeyConstraint(['user_id'], ['galaxy_user.id'], name=op.f('fk_job_user_id_galaxy_user')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_job'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_job')),
+    sa.UniqueConstraint('invocation_step_id', 'element_index', name='uq_job_invocation_step_element')
     )
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_job_history_id'), ['history_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_job_invocation_id'), ['invocation_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_tool_id'), ['tool_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_user_id'), ['user_id'], unique=False)
@@ -223,6 +227,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_user_id'))
         batch_op.drop_index(batch_op.f('ix_job_tool_id'))
         batch_op.drop_index(batch_op.f('ix_job_state'))
+        batch_op.drop_index(batch_op.f('ix_job_invocation_id'))
         batch_op.drop_index(batch_op.f('ix_job_history_id'))
 
     op.drop_table('job')
