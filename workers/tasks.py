@@ -226,8 +226,10 @@ def make_runner(spec: TaskSpec, container: Container) -> Callable[..., Any]:
 
 
 def bind_tasks(broker: dramatiq.Broker, container: Container, queue_name: Callable[[str], str]) -> None:
-    """Create a Dramatiq actor for every registered task on the broker."""
+    """Create a Dramatiq actor for every registered task not yet bound to the broker."""
     for spec in REGISTRY.values():
+        if spec.action in broker.actors:
+            continue
         dramatiq.Actor(
             make_runner(spec, container), broker=broker, actor_name=spec.action,
             queue_name=queue_name(spec.queue), priority=spec.options["priority"],
