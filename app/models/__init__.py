@@ -1,6 +1,7 @@
 """Every model module, imported here so that Base.metadata knows all tables."""
 
 from app.models.base import Base
+from app.models.collections import DatasetCollection, DatasetCollectionElement, HistoryDatasetCollection, PopulatedState
 from app.models.histories import Dataset, DatasetState, History
 from app.models.jobs import Job, JobInput, JobOutput, JobState
 from app.models.queue import OutboxMessage, QueueMessage
@@ -22,4 +23,5 @@ __all__ = [
     "Task",
     "TaskState",
     "User",
+    "DatasetCollection", "DatasetCollectionElement", "HistoryDatasetCollection", "PopulatedState",
 ]

@@ -46,6 +46,9 @@ class Job(Timestamps, Base):
     info: Mapped[str | None] = mapped_column(sa.Text)
     worker_id: Mapped[str | None] = mapped_column(sa.String(128))
     attempts: Mapped[int] = mapped_column(default=0)
+    # Process group of the running command (recorded by the runner's monitor), so that a
+    # re-run after a worker's death can stop what the dead worker left running.
+    pid: Mapped[int | None]
     # Set for jobs a workflow invocation created; the tables they point to belong to the
     # workflow models, so these are plain indexed integers.
     invocation_id: Mapped[int | None] = mapped_column(index=True)
