@@ -163,7 +163,7 @@ def list_dead_letters(broker: dramatiq.Broker, queue_name: str, *, limit: int = 
         with broker.engine.begin() as conn:
             rows = conn.execute(stmt).all()
         # A row's available_at is set to the time it went dead.
-        return [_dead_letter(queue_name, json.loads(r.message), r.dead_reason, r.available_at) for r in rows]
+        return [_dead_letter(queue_name, _fields(r.message), r.dead_reason, r.available_at) for r in rows]
     letters = []
     for body, _ in _iter_dead_rabbitmq(_rabbitmq(broker), queue_name, limit):
         fields = Message.decode(body).asdict()
@@ -208,6 +208,15 @@ def purge_dead_letters(broker: dramatiq.Broker, queue_name: str) -> int:
         return connection.channel().queue_purge(xq_name(queue_name)).method.message_count
     finally:
         connection.close()
+
+
+def _fields(text: str) -> dict[str, Any]:
+    """A stored message as a dict; one that cannot be decoded is shown raw."""
+    try:
+        fields = json.loads(text)
+    except ValueError:
+        return {"raw": text}
+    return fields if isinstance(fields, dict) else {"raw": text}
 
 
 def _sql_dead(queue_name: str, message_ids: set[str] | None) -> list[Any]:

@@ -352,6 +352,53 @@ def test_sql_expired_lease_comes_back_and_dead_letters_at_the_limit(tmp_path: Pa
         engine.dispose()
 
 
+@pytest.mark.parametrize("kind", [BROKERS[0], BROKERS[1]])
+def test_sql_graceful_stop_gives_back_prefetched_messages(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'broker.sqlite'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    ensure_queue_table(engine)
+    broker = SQLBroker(engine, default_middleware())
+    ran: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name="q")
+    def slow(n: int) -> None:
+        ran.append(n)
+        time.sleep(0.3)
+
+    for n in range(10):
+        slow.send(n)
+    with running_worker(broker, threads=1):  # prefetches 2 while one runs
+        wait_for(lambda: ran, what="the first message")
+    with engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT state, attempts, count(*) FROM queue_message GROUP BY state, attempts"))
+        left = [tuple(row) for row in rows]
+    broker.close()
+    engine.dispose()
+    # What was done is gone; the rest is ready again, and its aborted delivery not counted.
+    assert left == [("ready", 0, 10 - len(ran))]
+
+
+def test_sql_undecodable_message_is_dead_lettered(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'broker.sqlite'}")
+    ensure_queue_table(engine)
+    broker = SQLBroker(engine, [])
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO queue_message (queue_name, message_id, state, priority, available_at, message, "
+            "attempts, enqueue_time) VALUES ('q', 'm1', 'ready', 0, '2000-01-01 00:00:00', 'not json', 0, "
+            "'2000-01-01 00:00:00')"
+        ))
+    consumer = broker.consume("q", prefetch=1, timeout=200)
+    assert next(consumer) is None
+    consumer.close()
+    [letter] = list_dead_letters(broker, "q")
+    assert letter.reason.startswith("undecodable message")
+    broker.close()
+    engine.dispose()
+
+
 def test_build_broker_follows_the_settings(tmp_path: Path) -> None:
     embedded = build_broker(Settings(data_dir=tmp_path))
     rabbit = build_broker(Settings(data_dir=tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672/%2F"))

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import weakref
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "nebula_queue_message"
+WATCH_INTERVAL = 0.005  # seconds between two looks at SQLite's data_version
+_READY_SQL = "SELECT 1 FROM queue_message WHERE queue_name = ? AND state = ? AND available_at <= ? LIMIT 1"
 table: sa.Table = QueueMessage.__table__  # type: ignore[assignment]
 
 
@@ -318,12 +321,20 @@ class SQLBroker(Broker):
                 self._acks[:0], self._nacks[:0] = acks, nacks
                 self._pending_since = time.monotonic() - self.ack_delay
             raise
-        rows = sorted(rows, key=lambda row: (row.priority, row.available_at, row.id))
         with self._lock:
             self._held.difference_update(acks)
             self._held.difference_update(row_id for row_id, _, _ in nacks)
             self._held.update(row.id for row in rows)
-        return [SQLMessage(Message(**json.loads(row.message)), row.id, row.attempts) for row in rows]
+        messages = []
+        for row in sorted(rows, key=lambda row: (row.priority, row.available_at, row.id)):
+            try:
+                messages.append(SQLMessage(Message(**json.loads(row.message)), row.id, row.attempts))
+            except (ValueError, TypeError) as exc:  # written by hand or by a foreign client
+                log.error("Dead-lettering undecodable message in row %d: %s", row.id, exc)
+                with self._lock:
+                    self._nacks.append((row.id, f"undecodable message: {exc}", row.message))
+                    self._pending_since = self._pending_since or time.monotonic()
+        return messages
 
     def _claim_statement(self, queue_name: str, limit: int, now: dt.datetime) -> sa.Update:
         pick = (
@@ -374,6 +385,8 @@ class SQLBroker(Broker):
         threading.Thread(target=self._heartbeat, args=(stop,), name="sql-broker-heartbeat", daemon=True).start()
         if self._postgres:
             threading.Thread(target=self._listen, args=(stop,), name="sql-broker-listener", daemon=True).start()
+        elif self.engine.url.database not in (None, "", ":memory:"):
+            threading.Thread(target=self._watch_sqlite, args=(stop,), name="sql-broker-watcher", daemon=True).start()
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """Write stray acks, renew held leases and recover expired ones, every renew_interval."""
@@ -384,6 +397,31 @@ class SQLBroker(Broker):
                 self.recover_expired_leases()
             except Exception:  # noqa: BLE001 - the heartbeat must outlive a database outage
                 log.exception("Lease heartbeat failed; retrying in %.1fs.", self.renew_interval)
+
+    def _watch_sqlite(self, stop: threading.Event) -> None:
+        """Wake consumers within milliseconds when another process commits a ready message.
+
+        ``PRAGMA data_version`` changes when another connection commits; only then comes a
+        read, which in WAL mode locks nobody out, so idle workers write nothing.
+        """
+        conn = sqlite3.connect(str(self.engine.url.database), isolation_level=None, check_same_thread=False)
+        seen = None
+        while not stop.wait(WATCH_INTERVAL):
+            try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == seen:
+                    continue
+                seen = version
+                now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
+                with self._lock:
+                    queue_names = {consumer.queue_name for consumer in self._consumers}
+                for queue_name in queue_names:
+                    if conn.execute(_READY_SQL, (queue_name, READY, now)).fetchone():
+                        self._wake(queue_name)
+            except sqlite3.Error as exc:  # polling still delivers meanwhile
+                log.warning("SQLite watcher: %s; retrying in 1s.", exc)
+                stop.wait(1.0)
+        conn.close()
 
     def _listen(self, stop: threading.Event) -> None:
         """Wake consumers on PostgreSQL NOTIFY; polling still covers a dropped listener."""
