@@ -49,7 +49,8 @@ def _run(action: Callable[[], Any]) -> Any:
     except click.ClickException:
         raise
     except Exception as exc:  # noqa: BLE001 - top of a command: say what failed, no traceback
-        raise click.ClickException(f"broker unreachable or failing: {type(exc).__name__}: {exc}") from exc
+        detail = str(exc) or repr(exc)
+        raise click.ClickException(f"broker unreachable or failing: {type(exc).__name__}: {detail}") from exc
 
 
 @click.group()
