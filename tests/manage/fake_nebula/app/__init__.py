@@ -1,0 +1,1 @@
+"""A stand-in for Nebula's app package (process tests only)."""

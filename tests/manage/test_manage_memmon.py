@@ -1,0 +1,61 @@
+"""The memory monitor: limits parsed, process trees summed, programs over the limit reloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nebula_manage import memmon
+from nebula_manage.memmon import Limit, descendants, parse_limits, tree_mebibytes
+
+
+def test_parse_limits() -> None:
+    assert parse_limits(["web-0=512:hup", "worker-main=2048"]) == [
+        Limit("web-0", 512, True), Limit("worker-main", 2048, False)
+    ]
+    with pytest.raises(ValueError):
+        parse_limits(["web-0=lots"])
+
+
+def test_descendants() -> None:
+    parents = {10: 1, 11: 10, 12: 10, 13: 12, 20: 1}
+    assert sorted(descendants(10, parents)) == [10, 11, 12, 13]
+
+
+def test_tree_memory_from_proc(tmp_path: Path) -> None:
+    for pid, pss in ((10, 1024), (11, 2048)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "smaps_rollup").write_text(f"Rss: 9 kB\nPss: {pss} kB\n")
+    assert tree_mebibytes(10, {10: 1, 11: 10}, tmp_path) == 3.0
+
+
+class FakeRPC:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.supervisor = self
+
+    def getAllProcessInfo(self) -> list[dict]:
+        return [{"name": "web-0", "pid": 10, "statename": "RUNNING"},
+                {"name": "worker-main", "pid": 20, "statename": "RUNNING"},
+                {"name": "beat", "pid": 30, "statename": "RUNNING"}]
+
+    def signalProcess(self, name, sig):
+        self.calls.append(("signal", name, sig))
+
+    def stopProcess(self, name, wait):
+        self.calls.append(("stop", name))
+
+    def startProcess(self, name, wait):
+        self.calls.append(("start", name))
+
+
+def test_programs_over_their_limit_are_reloaded_once_per_cooldown(monkeypatch) -> None:
+    monkeypatch.setattr(memmon, "parent_map", lambda: {})
+    monkeypatch.setattr(memmon, "tree_mebibytes", lambda pid, parents: {10: 600, 20: 900, 30: 5}[pid])
+    limits = [Limit("web-0", 512, True), Limit("worker-main", 1024), Limit("beat", 1)]
+    rpc, reloaded = FakeRPC(), {}
+    memmon.check(rpc, limits, reloaded, now=1000.0)
+    assert rpc.calls == [("signal", "web-0", "HUP"), ("stop", "beat"), ("start", "beat")]
+    memmon.check(rpc, limits, reloaded, now=1010.0)  # within the cooldown
+    assert len(rpc.calls) == 3
