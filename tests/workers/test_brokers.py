@@ -188,6 +188,7 @@ def test_failure_without_retries_is_dead_lettered(case: BrokerCase) -> None:
     assert list_dead_letters(case.broker, queue) == []
 
 
+@pytest.mark.slow
 def test_message_of_a_killed_worker_runs_again(case: BrokerCase, tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
