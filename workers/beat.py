@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.messaging import relay_outbox
+from workers.actors.exports import short_term_storage_cleanup
 from workers.runtime import BrokerPublisher, WorkerRuntime, build_runtime
 
 log = logging.getLogger("workers.beat")
@@ -47,6 +48,7 @@ def recover_leases(rt: WorkerRuntime) -> int:
 PERIODIC: list[Periodic] = [
     Periodic("outbox_relay", 1.0, outbox_relay),
     Periodic("recover_leases", 10.0, recover_leases),
+    Periodic("short_term_storage_cleanup", 300.0, short_term_storage_cleanup),
 ]
 
 

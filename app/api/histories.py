@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import request
 
+from app.api import exports
 from app.api.context import current
 from app.api.routing import ApiBlueprint, read_body
 from app.schemas.histories import (
@@ -28,9 +29,11 @@ def _history(history_id: str):
 
 
 @bp.endpoint("/api/histories", "POST", body=HistoryCreate, response=HistoryView)
-def create_history(body: HistoryCreate) -> HistoryView:
-    """Create a history."""
+def create_history(body: HistoryCreate) -> HistoryView | dict:
+    """Create a history (with ``archive_file`` or ``archive_source``: import one, as a task)."""
     ctx = current()
+    if exports.archive_import_requested():
+        return exports.import_history_archive()
     history = histories.create_history(ctx.session, ctx.user, body)
     return histories.history_view(ctx.session, history, ctx.ids)
 

@@ -53,3 +53,36 @@ class Noop(TaskRequest):
 
     route: ClassVar[TaskRoute] = TaskRoute("noop", "default")
     value: int = 0
+
+
+class PrepareHistoryArchive(TaskRequest):
+    """Export: write a history archive into a short-term storage request."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("prepare_history_archive", "exports")
+    storage_request_id: str
+    history_id: int
+    model_store_format: str = "tar.gz"
+    include_files: bool = True
+    include_hidden: bool = False
+    include_deleted: bool = False
+
+
+class ImportHistoryArchive(TaskRequest):
+    """Import: make a new history from an uploaded archive (in ``staging_dir``) or a URL."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("import_history_archive", "exports")
+    user_id: int
+    staging_dir: str
+    archive_url: str | None = None
+    name: str | None = None
+
+
+class BulkHistoryOperation(TaskRequest):
+    """A bulk operation over many items of one history (items as [content type, id] pairs)."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("bulk_history_operation", "default")
+    user_id: int
+    history_id: int
+    operation: str
+    params: dict = {}
+    items: list[tuple[str, int]] = []
