@@ -14,6 +14,7 @@ their archive name. Before and while copying, the reader refuses
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import stat
 import tarfile
@@ -117,6 +118,8 @@ def _copy(source: BinaryIO, target: Path, budget: _Budget, declared: int | None)
                 raise ArchiveRejected("an archive member is larger than its header says")
             digest.update(chunk)
             out.write(chunk)
+    if declared is not None and size != declared:
+        raise ArchiveRejected("the archive is corrupt: a member is truncated")
     return size, digest.hexdigest()
 
 
@@ -133,21 +136,33 @@ def _add(found: dict[str, StagedMember], raw_name: str, staging: Path, source: B
 
 
 def _unpack_tar(archive: Path, staging: Path, budget: _Budget) -> dict[str, StagedMember]:
+    # Stream mode: one pass, no seeking, constant memory even for tar.gz. gzip is read
+    # through the gzip module, which checks the CRC and length (tarfile's own does not).
+    with archive.open("rb") as raw:
+        head = raw.read(2)
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if head == b"\x1f\x8b" else raw
+        with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            return _tar_members(tar, stream, staging, budget)
+
+
+def _tar_members(tar: tarfile.TarFile, stream: BinaryIO, staging: Path, budget: _Budget) -> dict[str, StagedMember]:
     found: dict[str, StagedMember] = {}
-    # Stream mode: one pass, no seeking, constant memory even for tar.gz.
-    with tarfile.open(archive, mode="r|*") as tar:
-        for member in tar:
-            budget.member()
-            if member.isdir():
-                check_member_name(member.name, directory=True)
-                continue
-            if member.issym() or member.islnk():
-                raise ArchiveRejected(f"the archive holds a link, which is not allowed: {member.name!r}")
-            if not member.isreg():
-                raise ArchiveRejected(f"the archive holds a special file, which is not allowed: {member.name!r}")
-            source = tar.extractfile(member)
-            assert source is not None
-            _add(found, member.name, staging, source, budget, member.size)
+    for member in tar:
+        budget.member()
+        if member.isdir():
+            check_member_name(member.name, directory=True)
+            continue
+        if member.issym() or member.islnk():
+            raise ArchiveRejected(f"the archive holds a link, which is not allowed: {member.name!r}")
+        if not member.isreg():
+            raise ArchiveRejected(f"the archive holds a special file, which is not allowed: {member.name!r}")
+        source = tar.extractfile(member)
+        assert source is not None
+        _add(found, member.name, staging, source, budget, member.size)
+    # Read what follows the end-of-archive blocks, so that gzip checks its CRC and length.
+    while chunk := stream.read(CHUNK):
+        budget.take(len(chunk))
     return found
 
 
@@ -163,7 +178,7 @@ def _unpack_zip(archive: Path, staging: Path, budget: _Budget) -> dict[str, Stag
                 continue
             if stat.S_ISLNK(mode):
                 raise ArchiveRejected(f"the archive holds a link, which is not allowed: {info.filename!r}")
-            if mode and not stat.S_ISREG(mode):
+            if stat.S_IFMT(mode) and not stat.S_ISREG(mode):
                 raise ArchiveRejected(f"the archive holds a special file, which is not allowed: {info.filename!r}")
             if info.flag_bits & 0x1:
                 raise ArchiveRejected(f"the archive member {info.filename!r} is encrypted")

@@ -235,7 +235,7 @@ def resolve_selection(session: Session, history: History, body: BulkPayload, q: 
                       ids: IdEncoder) -> list[tuple[str, int]]:
     """Items or filters → (content type, id) pairs of this history."""
     if body.items is not None:
-        if body.filters or q:
+        if body.filters is not None or q:
             raise RequestParameterInvalid("give either items or filters, not both")
         return select_items(session, history, body.items, ids)
     if body.filters is None and not q:
