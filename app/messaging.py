@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 from dramatiq import Message
+from dramatiq.common import current_millis, q_name
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -35,6 +36,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 PENDING_KEY = "nebula_outbox_pending"
+NOTIFY_CHANNEL = "nebula_queue_message"
 ON_ERROR_OPTION = "nebula_on_error"
 
 
@@ -93,24 +95,39 @@ def insert_queue_message(
     conn: Session | Connection,
     queue_name: str,
     message: dict[str, Any],
-    *,
     delay_ms: int = 0,
     priority: int = 0,
 ) -> None:
-    """Insert a message into the embedded broker's table, inside the caller's transaction."""
+    """Insert a message into the embedded broker's table in the caller's transaction (no commit).
+
+    Lower priority runs first. An ``eta`` option (a message built the Dramatiq way for a
+    delay queue) becomes ``available_at``: the table is the only place delays live.
+    """
+    options = dict(message.get("options") or {})
+    eta = options.pop("eta", None)
+    if isinstance(eta, (int, float)):
+        delay_ms = max(delay_ms, int(eta) - current_millis())
+    queue_name = q_name(queue_name)
+    fields = {**message, "queue_name": queue_name, "options": options, "args": list(message["args"])}
     now = utcnow()
-    conn.execute(
-        sa.insert(QueueMessage).values(
-            queue_name=queue_name,
-            message_id=message["message_id"],
-            state=READY,
-            priority=priority,
-            available_at=now + dt.timedelta(milliseconds=delay_ms),
-            message=json.dumps(message, separators=(",", ":")),
-            attempts=0,
-            enqueue_time=now,
-        )
+    insert = sa.insert(QueueMessage).values(
+        queue_name=queue_name,
+        message_id=fields["message_id"],
+        state=READY,
+        priority=priority,
+        available_at=now + dt.timedelta(milliseconds=max(delay_ms, 0)),
+        message=json.dumps(fields, separators=(",", ":")),
+        attempts=0,
+        enqueue_time=now,
     )
+    bind = conn.get_bind() if isinstance(conn, Session) else conn
+    if bind.dialect.name == "postgresql":
+        # Wake listening workers in the same statement (one round trip). NOTIFY is
+        # delivered on commit only, so no worker wakes for a row it cannot see yet.
+        inserted = insert.returning(QueueMessage.__table__.c.queue_name).cte("inserted")
+        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, inserted.c.queue_name)))
+    else:
+        conn.execute(insert)
 
 
 class Enqueuer:

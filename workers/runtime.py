@@ -57,7 +57,9 @@ def build_runtime(settings: Settings | None = None, *, broker: dramatiq.Broker |
     """Settings, services, the broker with Nebula's middleware, and every task bound to it."""
     settings = settings or load_settings()
     configure_logging(settings, "worker")
-    services = build_services(settings)
+    # No pre-ping: it costs a round trip per message; a connection lost to a database
+    # restart fails that message, and Dramatiq retries it on a fresh connection.
+    services = build_services(settings, pool_pre_ping=False)
     if broker is None:
         broker = build_broker(settings, engine=services.engine)
     if not any(isinstance(m, CurrentMessage) for m in broker.middleware):

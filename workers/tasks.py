@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterator
@@ -120,6 +121,7 @@ class Container:
     def __init__(self, factories: dict[type, Callable[["MessageScope"], Any]], session_factory):
         self.factories = factories
         self.session_factory = session_factory
+        self.started = StartedMarker(session_factory)
 
     def resolve(self, wanted: Any, scope: "MessageScope") -> Any:
         """The instance for one parameter type."""
@@ -135,14 +137,47 @@ class Container:
         raise LookupError(f"no service registered for {wanted!r}")
 
 
-@dataclass
 class MessageScope:
-    """What one message's run sees: its session, its task id, its progress reporter."""
+    """What one message's run sees: its session and progress reporter, made on first use."""
 
-    session: Session
-    task_id: str | None
-    progress: "Progress"
-    failure: TaskFailure | None = None
+    def __init__(self, session_factory, task_id: str | None, failure: "TaskFailure | None" = None):
+        self.session_factory = session_factory
+        self.task_id = task_id
+        self.failure = failure
+        self._session: Session | None = None
+        self._progress: Progress | None = None
+
+    @property
+    def session(self) -> Session:
+        """The message's own session."""
+        if self._session is None:
+            self._session = self.session_factory()
+        return self._session
+
+    @property
+    def progress(self) -> "Progress":
+        """The progress reporter of a tracked task (a no-op for untracked ones)."""
+        if self._progress is None:
+            self._progress = Progress(self.session_factory, self.task_id)
+        return self._progress
+
+    @property
+    def session_used(self) -> bool:
+        """Whether the task asked for its session."""
+        return self._session is not None
+
+    def commit(self) -> None:
+        """Commit the session if one was used."""
+        if self._session is not None:
+            self._session.commit()
+
+    def close(self, *, rollback: bool = False) -> None:
+        """Release the session."""
+        if self._session is not None:
+            if rollback:
+                self._session.rollback()
+            self._session.close()
+            self._session = None
 
 
 class Progress:
@@ -167,29 +202,83 @@ class Progress:
             )
 
 
+class StartedMarker:
+    """Marks tracked tasks STARTED once they have run for a moment, from one thread per process.
+
+    Writing STARTED before every task would double the database writes of short tracked
+    tasks (their state goes PENDING → SUCCESS in the same transaction as their work);
+    tasks that run longer than ``after`` seconds, or report progress, show STARTED.
+    """
+
+    def __init__(self, session_factory, after: float = 0.5):
+        self.session_factory = session_factory
+        self.after = after
+        self._running: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def running(self, task_id: str) -> Iterator[None]:
+        """Track a task for the duration of the block."""
+        with self._lock:
+            self._running[task_id] = time.monotonic()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="nebula-started-marker", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.pop(task_id, None)
+
+    def _loop(self) -> None:
+        marked: set[str] = set()
+        while True:
+            time.sleep(self.after / 2)
+            now = time.monotonic()
+            with self._lock:
+                due = [t for t, since in self._running.items() if now - since >= self.after and t not in marked]
+                marked &= set(self._running)
+            if not due:
+                continue
+            try:
+                with self.session_factory.begin() as session:
+                    session.execute(sa.update(Task).where(
+                        Task.id.in_(due), Task.state.in_([TaskState.PENDING, TaskState.RETRY])
+                    ).values(state=TaskState.STARTED, update_time=utcnow()))
+                marked.update(due)
+            except Exception:  # noqa: BLE001 - top of the loop: log and try again next tick
+                log.exception("could not mark tasks STARTED")
+
+
 @contextlib.contextmanager
-def _tracking(spec: TaskSpec, session_factory, task_id: str | None) -> Iterator[None]:
-    """Write STARTED before and SUCCESS/FAILURE after a tracked task's run."""
+def _tracking(spec: TaskSpec, container: "Container", task_id: str | None) -> Iterator[None]:
+    """Mark a tracked task STARTED while it runs long, and RETRY/error when it raises."""
     if not spec.tracked or task_id is None:
         yield
         return
-    with session_factory.begin() as session:
-        session.execute(sa.update(Task).where(Task.id == task_id).values(
-            state=TaskState.STARTED, attempts=Task.attempts + 1, update_time=utcnow()))
     try:
-        yield
+        with container.started.running(task_id):
+            yield
     except BaseException as exc:
-        with session_factory.begin() as session:
+        with container.session_factory.begin() as session:
             session.execute(sa.update(Task).where(Task.id == task_id).values(
-                state=TaskState.RETRY, error=f"{type(exc).__name__}: {exc}"[:4000], update_time=utcnow()))
+                state=TaskState.RETRY, error=f"{type(exc).__name__}: {exc}"[:4000],
+                attempts=Task.attempts + 1, update_time=utcnow()))
         raise
 
 
-def _finish(spec: TaskSpec, session: Session, task_id: str | None, result: Any) -> None:
-    if spec.tracked and task_id is not None:
-        session.execute(sa.update(Task).where(Task.id == task_id).values(
-            state=TaskState.SUCCESS, result=_jsonable(result), progress=1.0, error=None,
-            update_time=utcnow()))
+def _finish(scope: "MessageScope", task_id: str, result: Any) -> None:
+    """Record SUCCESS: in the task's own transaction when it used its session (work and
+    state commit together), else in one short statement of its own."""
+    statement = sa.update(Task).where(Task.id == task_id).values(
+        state=TaskState.SUCCESS, result=_jsonable(result), progress=1.0, error=None,
+        attempts=Task.attempts + 1, update_time=utcnow())
+    if scope.session_used:
+        scope.session.execute(statement)
+    else:
+        with scope.session_factory.kw["bind"].begin() as conn:
+            conn.execute(statement)
 
 
 def _jsonable(value: Any) -> Any:
@@ -204,22 +293,23 @@ def make_runner(spec: TaskSpec, container: Container) -> Callable[..., Any]:
     def run(request: dict[str, Any], failure: dict[str, Any] | None = None) -> Any:
         parsed = spec.request_model.model_validate(request)
         message = CurrentMessage.get_current_message()
-        task_id = message.message_id if message is not None else None
-        with _tracking(spec, container.session_factory, task_id):
-            session = container.session_factory()
+        task_id = message.message_id if message is not None and spec.tracked else None
+        with _tracking(spec, container, task_id):
+            scope = MessageScope(container.session_factory, task_id, TaskFailure(**failure) if failure else None)
             try:
-                scope = MessageScope(session, task_id, Progress(container.session_factory, task_id),
-                                     TaskFailure(**failure) if failure else None)
                 kwargs = {name: container.resolve(kind, scope) for name, kind in spec.params.items()}
                 result = spec.fn(request=parsed, **kwargs)
-                _finish(spec, session, task_id, result)
-                session.commit()
+                if task_id is not None:
+                    _finish(scope, task_id, result)
+                scope.commit()
             except BaseException:
-                session.rollback()
+                scope.close(rollback=True)
                 raise
             finally:
-                session.close()
-        return _jsonable(result)
+                scope.close()
+        # Results live in the task row; returning them would make Dramatiq log a warning
+        # for every message (no Results middleware), which costs more than the task.
+        return None
 
     run.__name__ = spec.action
     return run

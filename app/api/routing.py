@@ -87,10 +87,12 @@ class ApiBlueprint(Blueprint):
 def read_body() -> dict[str, Any]:
     """The request body as a dict: JSON, form fields (JSON-decoded where they hold JSON), or {}."""
     max_json = _max_json_size()
-    if request.content_length and request.content_length > max_json and not request.files:
-        if not (request.mimetype or "").startswith("multipart/"):
-            raise PayloadTooLarge(f"request body over {max_json} bytes")
-    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    is_multipart = (request.mimetype or "").startswith("multipart/")
+    if request.content_length and request.content_length > max_json and not is_multipart:
+        raise PayloadTooLarge(f"request body over {max_json} bytes")
+    if request.mimetype == "application/x-www-form-urlencoded" and _looks_like_json(request.get_data(cache=True)):
+        pass  # `curl -d '{...}'` sends JSON under the form content type; read it as JSON
+    elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         data: dict[str, Any] = {}
         for key in request.form:
             value = request.form[key]
@@ -110,6 +112,10 @@ def read_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
+
+
+def _looks_like_json(raw: bytes) -> bool:
+    return raw.lstrip()[:1] in (b"{", b"[")
 
 
 def _maybe_json(value: str) -> Any:

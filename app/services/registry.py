@@ -50,6 +50,6 @@ class Services:
         return Enqueuer(self.settings, self.engine, self.publisher)
 
 
-def build_services(settings: Settings, *, publisher: Publisher | None = None) -> Services:
-    """Services for one process."""
-    return Services(settings=settings, engine=make_engine(settings), publisher=publisher)
+def build_services(settings: Settings, *, publisher: Publisher | None = None, **engine_options) -> Services:
+    """Services for one process (``engine_options`` go to ``make_engine``)."""
+    return Services(settings=settings, engine=make_engine(settings, **engine_options), publisher=publisher)

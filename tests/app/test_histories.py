@@ -85,3 +85,10 @@ def test_openapi_document_lists_endpoints(stack):
     assert doc["openapi"].startswith("3.")
     assert "post" in doc["paths"]["/api/histories"]
     assert "HistoryView" in doc["components"]["schemas"]
+
+
+def test_json_sent_as_form_content_type_is_read(stack):
+    api = stack.client(stack.user_key("alice"))
+    response = api.post("/api/histories", data='{"name": "curl style"}',
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.json["name"] == "curl style"

@@ -35,6 +35,7 @@ from dramatiq.middleware import Middleware
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from app.messaging import NOTIFY_CHANNEL, insert_queue_message as insert_message
 from app.models.base import Base, utcnow
 from app.models.queue import CLAIMED, DEAD, READY, QueueMessage
 from workers.brokers import dead_reason
@@ -42,51 +43,9 @@ from workers.brokers import dead_reason
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NOTIFY_CHANNEL = "nebula_queue_message"
 WATCH_INTERVAL = 0.005  # seconds between two looks at SQLite's data_version
 _READY_SQL = "SELECT 1 FROM queue_message WHERE queue_name = ? AND state = ? AND available_at <= ? LIMIT 1"
 table: sa.Table = QueueMessage.__table__  # type: ignore[assignment]
-
-
-def _dialect_name(connection: Connection | Session) -> str:
-    bind = connection.get_bind() if isinstance(connection, Session) else connection
-    return bind.dialect.name
-
-
-def insert_message(
-    connection: Connection | Session,
-    queue_name: str,
-    message_dict: dict[str, Any],
-    delay_ms: int = 0,
-    priority: int = 0,
-) -> None:
-    """Insert one message in the caller's transaction (never commits); lower priority runs first."""
-    options = dict(message_dict.get("options") or {})
-    # An eta in the options (a message built the Dramatiq way for a delay queue) becomes
-    # available_at: the table is the only place delays live.
-    eta = options.pop("eta", None)
-    if isinstance(eta, (int, float)):
-        delay_ms = max(delay_ms, int(eta) - current_millis())
-    queue_name = q_name(queue_name)
-    fields = {**message_dict, "queue_name": queue_name, "options": options, "args": list(message_dict["args"])}
-    now = utcnow()
-    insert = sa.insert(table).values(
-        queue_name=queue_name,
-        message_id=fields["message_id"],
-        state=READY,
-        priority=priority,
-        available_at=now + dt.timedelta(milliseconds=max(delay_ms, 0)),
-        message=json.dumps(fields, separators=(",", ":")),
-        attempts=0,
-        enqueue_time=now,
-    )
-    if _dialect_name(connection) == "postgresql":
-        # Wake listening workers, in the same statement (one round trip). NOTIFY is
-        # delivered on commit only, so no worker wakes for a row it cannot see yet.
-        inserted = insert.returning(table.c.queue_name).cte("inserted")
-        connection.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, inserted.c.queue_name)))
-    else:
-        connection.execute(insert)
 
 
 def ensure_queue_table(engine: Engine) -> None:
