@@ -14,7 +14,7 @@ from app.exports import importer
 from app.exports.reader import ArchiveLimits
 from app.models import Dataset, History
 from app.models.collections import DatasetCollection, DatasetCollectionElement, HistoryDatasetCollection
-from test_exports_history import _history, _members, _prepare, _upload
+from test_exports_history import _history, _prepare, _upload
 
 
 def _import(api, data: bytes, filename: str = "history.tar.gz", **form) -> dict:
