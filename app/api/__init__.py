@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.api import datasets, histories, tasks, tools, users
 from app.api import bulk, exports, short_term_storage
+from app.api import collections, jobs
 from app.api.context import current
 from app.api.openapi import openapi_document
 from app.errors import NebulaError
@@ -23,7 +24,7 @@ VERSION_MAJOR = "26.1"
 VERSION_MINOR = "0"
 
 # Every blueprint of the API, registered in this order.
-BLUEPRINTS = [users.bp, histories.bp, datasets.bp, tools.bp, tasks.bp, exports.bp, short_term_storage.bp, bulk.bp]
+BLUEPRINTS = [users.bp, histories.bp, datasets.bp, tools.bp, tasks.bp, exports.bp, short_term_storage.bp, bulk.bp, jobs.bp, collections.bp]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:

@@ -10,10 +10,42 @@ from pydantic import Field
 from app.api.context import current
 from app.api.routing import ApiBlueprint
 from app.errors import NotFound, RequestParameterInvalid
-from app.schemas.common import Request
+from app.schemas.common import Query, Request
 from app.services import datasets, histories, uploads
+from app.tools import toolbox
+from app.tools import views as tool_views
 
 bp = ApiBlueprint("tools", __name__)
+
+
+class ToolListQuery(Query):
+    """GET /api/tools."""
+
+    in_panel: bool = True
+    tool_id: str | None = None
+    q: str | None = None
+
+
+@bp.endpoint("/api/tools", query=ToolListQuery, auth=False)
+def list_tools(query: ToolListQuery) -> list[dict[str, Any]]:
+    """The tools: panel sections (in_panel=True, the default) or a flat list (in_panel=False)."""
+    box = toolbox(current().settings)
+    tools = [t for t in box.all() if not t.definition.hidden]
+    if query.tool_id:
+        tools = [t for t in tools if t.id == query.tool_id]
+    if query.q:
+        needle = query.q.lower()
+        tools = [t for t in tools if needle in t.name.lower() or needle in t.id.lower()
+                 or needle in t.definition.description.lower()]
+    if query.in_panel and not (query.q or query.tool_id):
+        return tool_views.panel(tools)
+    return [tool_views.tool_summary(t) for t in tools]
+
+
+@bp.endpoint("/api/tools/<path:tool_id>", auth=False)
+def show_tool(tool_id: str) -> dict[str, Any]:
+    """One tool with its inputs and outputs."""
+    return tool_views.tool_detail(toolbox(current().settings).get(tool_id))
 
 
 class ToolRunBody(Request):
@@ -27,9 +59,10 @@ class ToolRunBody(Request):
 
 
 class FetchElement(uploads.UploadTarget):
-    """One element of a fetch target."""
+    """One element of a fetch target; a collection target's element may nest ``elements``."""
 
-    src: str = Field(pattern="^(pasted|files|url)$")
+    src: str | None = Field(None, pattern="^(pasted|files|url)$")
+    elements: list["FetchElement"] | None = Field(None, max_length=100_000)
 
 
 class FetchTarget(Request):
@@ -104,7 +137,10 @@ def fetch(body: FetchBody) -> dict[str, Any]:
             from app.api import tool_runs
 
             return tool_runs.fetch_collection(ctx, history, body, files)
-        targets.extend(uploads.UploadTarget(**e.model_dump()) for e in target.elements)
+        for e in target.elements:
+            if e.src is None or e.elements is not None:
+                raise RequestParameterInvalid("an 'hdas' destination takes elements with a src, not nested elements")
+            targets.append(uploads.UploadTarget(**e.model_dump(exclude={"elements"})))
     for i, target in enumerate(targets):
         if target.src == "files" and target.file_index is None:
             targets[i] = target.model_copy(update={"file_index": sum(1 for t in targets[:i] if t.src == "files")})

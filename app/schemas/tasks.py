@@ -86,3 +86,17 @@ class BulkHistoryOperation(TaskRequest):
     operation: str
     params: dict = {}
     items: list[tuple[str, int]] = []
+
+
+class AdvanceInvocation(TaskRequest):
+    """Run one scheduling iteration of a workflow invocation (sent on invoke, job end, step action, cancel)."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("advance_invocation", "scheduling")
+    invocation_id: int
+
+
+class RunJob(JobRequest):
+    """Run one tool job in a worker (a finished job is never run again); ``waits`` counts input waits."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("run_job", "jobs")
+    waits: int = 0

@@ -2,3 +2,4 @@
 
 from workers.actors import maintenance, uploads  # noqa: F401
 from workers.actors import exports  # noqa: F401
+from workers.actors import jobs  # noqa: F401

@@ -1,0 +1,89 @@
+"""The values a command template sees: parameters, input datasets as paths, output paths."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.tools.command import BooleanValue, CollectionValue, DatasetValue
+from app.tools.loader import Tool
+from app.tools.models import BooleanParam, ConditionalParam, DataCollectionParam, DataParam, RepeatParam
+
+
+@dataclass(frozen=True)
+class InputDataset:
+    """What the runner knows of an input dataset."""
+
+    id: int
+    path: str
+    extension: str
+    name: str
+    hid: int
+    metadata: dict[str, Any]
+
+    def value(self, identifier: str | None = None) -> DatasetValue:
+        """The template value of the dataset."""
+        return DatasetValue(self.path, ext=self.extension, name=self.name, hid=self.hid,
+                            element_identifier=identifier, metadata=self.metadata)
+
+
+# A collection's structure for templates: (identifier, dataset id | nested structure) pairs.
+Structure = tuple[str, list[tuple[str, Any]]]
+
+
+def build_context(
+    tool: Tool,
+    params: dict[str, Any],
+    datasets: dict[int, InputDataset],
+    collections: dict[tuple[str, int], Structure],
+    outputs: dict[str, Path],
+) -> dict[str, Any]:
+    """The template context: every parameter, each output's path, __tool_directory__ and __python__."""
+    context = _level(tool.inputs, params, datasets, collections)
+    context.update({name: str(path) for name, path in outputs.items()})
+    context["__tool_directory__"] = str(tool.tool_dir)
+    context["__python__"] = sys.executable
+    return context
+
+
+def _level(params_tree: list[Any], values: dict[str, Any], datasets: dict[int, InputDataset],
+           collections: dict[tuple[str, int], Structure]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for param in params_tree:
+        value = values.get(param.name)
+        if isinstance(param, RepeatParam):
+            out[param.name] = [_level(param.inputs, block, datasets, collections) for block in value or []]
+        elif isinstance(param, ConditionalParam):
+            block = dict(value or {})
+            test = param.test_param
+            test_value = block.get(test.name)
+            when_key = (test.truevalue if test_value else test.falsevalue) if isinstance(test, BooleanParam) else test_value
+            when = param.when(str(when_key)) if when_key is not None else None
+            inner = _level(when.inputs, block, datasets, collections) if when is not None else {}
+            shown = BooleanValue(bool(test_value), test.truevalue, test.falsevalue) if isinstance(test, BooleanParam) else test_value
+            out[param.name] = {test.name: shown, **inner}
+        elif isinstance(param, DataParam):
+            if isinstance(value, list):
+                out[param.name] = [datasets[v["id"]].value() for v in value]
+            else:
+                out[param.name] = datasets[value["id"]].value() if value else None
+        elif isinstance(param, DataCollectionParam):
+            out[param.name] = _collection(collections[(value["src"], value["id"])], datasets) if value else None
+        elif isinstance(param, BooleanParam):
+            out[param.name] = BooleanValue(bool(value), param.truevalue, param.falsevalue)
+        else:
+            out[param.name] = value
+    return out
+
+
+def _collection(structure: Structure, datasets: dict[int, InputDataset]) -> CollectionValue:
+    collection_type, elements = structure
+    values: list[tuple[str, Any]] = []
+    for identifier, item in elements:
+        if isinstance(item, tuple):
+            values.append((identifier, _collection(item, datasets)))
+        else:
+            values.append((identifier, datasets[item].value(identifier)))
+    return CollectionValue(collection_type, values)

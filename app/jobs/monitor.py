@@ -1,0 +1,163 @@
+"""The per-process monitor of running jobs: cancellation, heartbeats and process ids.
+
+One thread per worker process wakes every half second while jobs run. It reads the states
+of this process's jobs in one query and kills the process group of any job set to
+``deleting`` (SIGTERM, SIGKILL a few seconds later); every ``HEARTBEAT`` seconds it bumps
+their ``update_time``, which tells other workers the job's holder is alive; and it
+records the process group of jobs that run longer than a moment, so that a re-run after
+this worker's death can stop what was left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Job, JobState
+from app.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5
+HEARTBEAT = 10.0
+# A running job whose holder has not been heard of for this long is taken as orphaned.
+LEASE = 60.0
+KILL_GRACE = 3.0
+_STOP_STATES = (JobState.DELETING, JobState.DELETED)
+
+
+def worker_id() -> str:
+    """This process, as recorded in the jobs it runs: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class RunningJob:
+    """A job's process as the monitor tracks it."""
+
+    job_id: int
+    process: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
+    pid_recorded: bool = False
+    stop_reason: str | None = None
+    stop_time: float | None = None
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process group, ignoring one that is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class JobMonitor:
+    """Watches the running jobs of one process (see the module docstring)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]):
+        self.session_factory = session_factory
+        self._jobs: dict[int, RunningJob] = {}
+        self._lock = threading.Lock()
+        self._thread_pid: int | None = None
+        self._last_heartbeat = time.monotonic()
+
+    def is_active(self, job_id: int) -> bool:
+        """True while this process runs the job."""
+        with self._lock:
+            return job_id in self._jobs
+
+    def register(self, job_id: int, process: subprocess.Popen) -> RunningJob:
+        """Start watching a job's process."""
+        running = RunningJob(job_id, process)
+        with self._lock:
+            self._jobs[job_id] = running
+            if self._thread_pid != os.getpid():
+                self._thread_pid = os.getpid()
+                threading.Thread(target=self._loop, name="job-monitor", daemon=True).start()
+        return running
+
+    def unregister(self, job_id: int) -> None:
+        """Stop watching a job."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def stop(self, running: RunningJob, reason: str) -> None:
+        """Terminate a job's process group; SIGKILL follows after a grace period."""
+        if running.stop_reason is None:
+            running.stop_reason = reason
+            running.stop_time = time.monotonic()
+            kill_group(running.process.pid, signal.SIGTERM)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(POLL)
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the monitor must outlive a database hiccup
+                log.exception("job monitor pass failed")
+
+    def check(self) -> None:
+        """One pass: stop cancelled jobs, escalate kills, heartbeat, record process groups."""
+        with self._lock:
+            running = list(self._jobs.values())
+        if not running:
+            return
+        now = time.monotonic()
+        for job in running:
+            if job.stop_time is not None and now - job.stop_time > KILL_GRACE and job.process.poll() is None:
+                kill_group(job.process.pid)
+        ids = [job.job_id for job in running]
+        with self.session_factory.begin() as session:
+            states = dict(session.execute(sa.select(Job.id, Job.state).where(Job.id.in_(ids))).all())
+            for job in running:
+                if states.get(job.job_id, JobState.DELETED) in _STOP_STATES:
+                    self.stop(job, "deleted")
+            for job in running:
+                if not job.pid_recorded and now - job.started > POLL:
+                    job.pid_recorded = True
+                    session.execute(sa.update(Job).where(Job.id == job.job_id, Job.worker_id == worker_id())
+                                    .values(pid=job.process.pid))
+            if now - self._last_heartbeat >= HEARTBEAT:
+                self._last_heartbeat = now
+                session.execute(sa.update(Job).where(Job.id.in_(ids), Job.worker_id == worker_id())
+                                .values(update_time=utcnow()))
+
+
+def holder_is_alive(holder: str | None, heartbeat_age: float, job_id: int, monitor: JobMonitor) -> bool:
+    """Whether the worker that claimed a running job may still be running it."""
+    if not holder:
+        return False
+    host, _, pid_text = holder.rpartition(":")
+    if holder == worker_id():
+        return monitor.is_active(job_id)
+    if host == socket.gethostname() and pid_text.isdigit():
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return heartbeat_age < LEASE
+
+
+def stop_leftovers(job_id: int, pgid: int | None) -> None:
+    """Kill what a dead worker left running for this job (checked by the job id in its environment)."""
+    if not pgid:
+        return
+    try:
+        with open(f"/proc/{pgid}/environ", "rb") as handle:
+            environ = handle.read().split(b"\0")
+    except OSError:
+        return
+    if f"NEBULA_JOB_ID={job_id}".encode() in environ:
+        log.warning("killing process group %d left by a dead worker for job %d", pgid, job_id)
+        kill_group(pgid)
