@@ -139,6 +139,31 @@ def settings_show() -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+@settings_group.command("sample")
+def settings_sample() -> None:
+    """Print the commented ``nebula:`` section of a settings file, from the field descriptions."""
+    click.echo(sample_section(), nl=False)
+
+
+def sample_section() -> str:
+    """The ``nebula:`` YAML section with every setting commented out at its default."""
+    import textwrap
+
+    import yaml
+
+    lines = ["nebula:"]
+    for name, field in Settings.model_fields.items():
+        for line in textwrap.wrap(field.description or "", 86):
+            lines.append(f"  # {line}")
+        default = field.get_default(call_default_factory=True)
+        default = str(default) if hasattr(default, "as_posix") else default
+        rendered = yaml.safe_dump({name: default}, default_flow_style=True, width=1000).strip()
+        rendered = rendered[1:-1] if rendered.startswith("{") else rendered
+        lines.append(f"  #{rendered}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def health(as_json: bool) -> None:
