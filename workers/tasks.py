@@ -17,6 +17,7 @@ A tracked task (``tracked=True``) writes its state to the ``task`` row the app c
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import threading
@@ -100,15 +101,27 @@ def task(
             for name in inspect.signature(fn).parameters
             if name != "request"
         }
-        REGISTRY[action] = TaskSpec(
+        spec = REGISTRY[action] = TaskSpec(
             fn=fn, queue=queue, action=action, request_model=request_model, tracked=tracked,
             params=params,
             options=dict(time_limit=time_limit, max_retries=max_retries, min_backoff=min_backoff,
                          max_backoff=max_backoff, priority=priority, **options),
         )
+        fn.spec = spec  # type: ignore[attr-defined]
+        fn.send = fn.delay = functools.partial(send, spec)  # type: ignore[attr-defined]
         return fn
 
     return decorate
+
+
+def send(spec: TaskSpec, request: TaskRequest, *, delay_ms: int | None = None,
+         broker: dramatiq.Broker | None = None) -> dramatiq.Message:
+    """Enqueue a task straight on the broker it is bound to (for use inside workers).
+
+    The web never calls this: it sends through ``Enqueuer.send`` inside its transaction.
+    """
+    actor = (broker or dramatiq.get_broker()).get_actor(spec.action)
+    return actor.send_with_options(kwargs={"request": request.model_dump(mode="json")}, delay=delay_ms)
 
 
 class Container:

@@ -171,3 +171,14 @@ def test_publish_outbox_rows_stops_at_first_failure(stack):
     assert done == 1
     with stack.services.engine.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(OutboxMessage)) == 2
+
+
+def test_send_and_delay_enqueue_on_the_bound_broker(stack, test_tasks):
+    from workers.tasks import REGISTRY
+
+    fn = REGISTRY["test_square"].fn
+    message = fn.delay(Square(value=2), broker=stack.broker)
+    fn.send(Square(value=3), broker=stack.broker)
+    stack.drain()
+    assert len(CALLS) == 2
+    assert message.queue_name == stack.settings.queue_name("default")
