@@ -11,12 +11,17 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+# prometheus_client reads this when first imported; one directory for the whole run,
+# so apps built by many tests never write into a removed temporary directory.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nebula-test-metrics-"))
 
 PG_ADMIN_URL = os.environ.get(
     "NEBULA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -70,7 +70,9 @@ def run_forever(rt: WorkerRuntime, stop: threading.Event, tick: float = 0.2) -> 
 
 
 def main() -> None:
-    """Entry point: take the beat lock, then loop until SIGTERM/SIGINT."""
+    """Entry point: take the beat lock, serve metrics, then loop until SIGTERM/SIGINT."""
+    import os
+
     rt = build_runtime()
     lock_path = rt.settings.resolved_data_dir / "beat.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,14 @@ def main() -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"another beat holds {lock_path}; exactly one beat may run") from None
+    port = int(os.environ.get("NEBULA_BEAT_METRICS_PORT", "9193"))
+    if port:
+        from workers.metrics import serve_metrics
+
+        try:
+            serve_metrics(rt, port)
+        except OSError as exc:
+            log.error("metrics endpoint not started on port %d: %s", port, exc)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

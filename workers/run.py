@@ -15,9 +15,26 @@ import sys
 import click
 
 from app.settings import load_settings
-from workers.runtime import TIME_LIMIT_ENV
 
+# Nothing here may import dramatiq at module level: its Prometheus middleware reads its
+# settings from the environment when dramatiq is first imported (see _metrics_env).
+TIME_LIMIT_ENV = "NEBULA_WORKER_TIME_LIMIT"
+METRICS_ENV = "NEBULA_WORKER_METRICS"
 ROLE_QUEUES = {"worker": "default,jobs,exports", "scheduler": "scheduling"}
+DEFAULT_METRICS_PORTS = {"worker": 9191, "scheduler": 9192}
+
+
+def _metrics_env(settings, role: str, port: int) -> None:
+    """Configure Dramatiq's Prometheus middleware: its files under the data dir, its port."""
+    if port == 0:
+        return
+    directory = settings.resolved_data_dir / "metrics" / f"{role}-{port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # counts of a previous run
+        stale.unlink()
+    os.environ.update({"dramatiq_prom_db": str(directory), "dramatiq_prom_port": str(port),
+                       "dramatiq_prom_host": os.environ.get("dramatiq_prom_host", "127.0.0.1"),
+                       METRICS_ENV: "1"})
 
 
 @click.command()
@@ -26,14 +43,17 @@ ROLE_QUEUES = {"worker": "default,jobs,exports", "scheduler": "scheduling"}
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--time-limit", type=click.IntRange(1), help="Default time limit of a message, in seconds.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Port of the pool's Prometheus endpoint (0: none; default 9191 worker, 9192 scheduler).")
 @click.option("--shutdown-timeout", type=click.IntRange(1), default=600, show_default=True,
               help="Seconds the workers get to finish in-flight messages on SIGTERM.")
 def main(role: str, queues: str | None, processes: int, threads: int, time_limit: int | None,
-         shutdown_timeout: int) -> None:
+         metrics_port: int | None, shutdown_timeout: int) -> None:
     """Run one Dramatiq pool for ROLE (worker or scheduler)."""
+    settings = load_settings()
+    _metrics_env(settings, role, DEFAULT_METRICS_PORTS[role] if metrics_port is None else metrics_port)
     from dramatiq.cli import main as dramatiq_main, make_argument_parser
 
-    settings = load_settings()
     names = [settings.queue_name(q.strip()) for q in (queues or ROLE_QUEUES[role]).split(",") if q.strip()]
     if time_limit:
         os.environ[TIME_LIMIT_ENV] = str(time_limit)

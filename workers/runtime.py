@@ -17,7 +17,7 @@ from workers.broker import build_broker
 from workers.middleware import TaskOutcomes
 from workers.tasks import Container, bind_tasks
 
-TIME_LIMIT_ENV = "NEBULA_WORKER_TIME_LIMIT"
+from workers.run import METRICS_ENV, TIME_LIMIT_ENV
 
 
 class BrokerPublisher:
@@ -70,6 +70,10 @@ def build_runtime(settings: Settings | None = None, *, broker: dramatiq.Broker |
     if not settings.uses_embedded_broker:
         services.publisher = BrokerPublisher(broker)
         services.enqueuer.publisher = services.publisher
+    if os.environ.get(METRICS_ENV) == "1":
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     time_limit = os.environ.get(TIME_LIMIT_ENV)
     if time_limit:
         from dramatiq.middleware import TimeLimit

@@ -10,8 +10,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.api import datasets, histories, tasks, tools, users
 from app.api import bulk, exports, short_term_storage
+from app.api import invocations, workflows
 from app.api import collections, jobs
 from app.api.context import current
+from app import metrics
 from app.api.openapi import openapi_document
 from app.errors import NebulaError
 from app.logs import configure_logging
@@ -24,7 +26,7 @@ VERSION_MAJOR = "26.1"
 VERSION_MINOR = "0"
 
 # Every blueprint of the API, registered in this order.
-BLUEPRINTS = [users.bp, histories.bp, datasets.bp, tools.bp, tasks.bp, exports.bp, short_term_storage.bp, bulk.bp, jobs.bp, collections.bp]
+BLUEPRINTS = [users.bp, histories.bp, datasets.bp, tools.bp, tasks.bp, exports.bp, short_term_storage.bp, bulk.bp, workflows.bp, invocations.bp, jobs.bp, collections.bp]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_url_rule("/api/version", "version", version)
     app.add_url_rule("/api/openapi.json", "openapi", lambda: Response(
         json.dumps(openapi_document(BLUEPRINTS, VERSION_MAJOR)), mimetype="application/json"))
+    metrics.init_app(app, settings)
     app.register_error_handler(NebulaError, _nebula_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
