@@ -282,3 +282,104 @@ def import_history_archive() -> dict[str, Any]:
                    f"follow it at /api/tasks/{task_id}/state.",
     }
 
+
+
+# --- invocations: prepare_store_download, prepare_pdf, report.pdf --------------------------
+
+
+class InvocationExportPayload(Request):
+    """POST /api/invocations/{id}/prepare_store_download."""
+
+    model_store_format: str = "tar.gz"
+    include_files: bool = True
+    include_hidden: bool = False
+    include_deleted: bool = False
+    duration: int | None = Field(None, gt=0, description="Seconds the file stays available once ready.")
+
+
+class PdfPayload(Request):
+    """POST /api/invocations/{id}/prepare_pdf."""
+
+    duration: int | None = Field(None, gt=0)
+
+
+def _invocation(ctx: RequestContext, invocation_id: str):
+    from app.services.invocations import get_invocation
+
+    invocation = get_invocation(ctx.session, ctx.user, ctx.decode(invocation_id, "invocation"))
+    if invocation.user_id != ctx.user.id:  # admins may read others' invocations, not export them
+        raise NotFound(f"invocation {invocation_id} not found")
+    return invocation
+
+
+def _workflow_name(ctx: RequestContext, invocation) -> str:
+    from app.models import StoredWorkflow, Workflow
+
+    if invocation.stored_workflow_id:
+        return ctx.session.get(StoredWorkflow, invocation.stored_workflow_id).name
+    return ctx.session.get(Workflow, invocation.workflow_id).name
+
+
+@bp.endpoint("/api/invocations/<invocation_id>/prepare_store_download", "POST", body=InvocationExportPayload,
+             response=AsyncFile)
+def prepare_invocation_download(invocation_id: str, body: InvocationExportPayload) -> AsyncFile:
+    """Prepare an invocation archive (zip, tar.gz, tar or rocrate.zip) in short-term storage, as a task."""
+    from app.exports import invocation as invocation_export
+    from app.schemas.tasks import PrepareInvocationArchive
+
+    ctx = current()
+    invocation = _invocation(ctx, invocation_id)
+    fmt_name = _format(body.model_store_format, invocation_export.FORMATS)
+    fmt = invocation_export.FORMATS[fmt_name]
+    sts = storage(ctx)
+    meta = sts.create(ctx.user.id, invocation_export.default_file_name(_workflow_name(ctx, invocation), fmt_name),
+                      fmt.mime_type, duration=body.duration, kind="invocation_archive",
+                      subject={"invocation_id": invocation.id})
+    try:
+        task_id = send_tracked_export(ctx, PrepareInvocationArchive(
+            storage_request_id=meta.request_id, invocation_id=invocation.id,
+            model_store_format=fmt_name if fmt_name != "tgz" else "tar.gz", include_files=body.include_files))
+        sts.attach_task(meta.request_id, task_id)
+    except BaseException:
+        shutil.rmtree(sts.directory(meta.request_id), ignore_errors=True)
+        raise
+    return async_file(meta.model_copy(update={"task_id": task_id}), PrepareInvocationArchive.route.action)
+
+
+@bp.endpoint("/api/invocations/<invocation_id>/prepare_pdf", "POST", body=PdfPayload, response=AsyncFile)
+def prepare_invocation_pdf(invocation_id: str, body: PdfPayload) -> AsyncFile:
+    """Prepare the invocation report as a PDF in short-term storage, as a task."""
+    from app.schemas.tasks import PrepareInvocationPdf
+
+    ctx = current()
+    invocation = _invocation(ctx, invocation_id)
+    sts = storage(ctx)
+    stem = "".join(ch if ch.isalnum() or ch in "-_ " else "_" for ch in _workflow_name(ctx, invocation))[:80]
+    meta = sts.create(ctx.user.id, f"Invocation-Report-{stem or 'workflow'}.pdf", "application/pdf",
+                      duration=body.duration, kind="invocation_pdf", subject={"invocation_id": invocation.id})
+    try:
+        task_id = send_tracked_export(ctx, PrepareInvocationPdf(storage_request_id=meta.request_id,
+                                                                invocation_id=invocation.id))
+        sts.attach_task(meta.request_id, task_id)
+    except BaseException:
+        shutil.rmtree(sts.directory(meta.request_id), ignore_errors=True)
+        raise
+    return async_file(meta.model_copy(update={"task_id": task_id}), PrepareInvocationPdf.route.action)
+
+
+@bp.endpoint("/api/invocations/<invocation_id>/report.pdf")
+@bp.endpoint("/api/workflows/<workflow_id>/invocations/<invocation_id>/report.pdf")
+def invocation_report_pdf(invocation_id: str, workflow_id: str | None = None) -> Response:
+    """The invocation report as PDF bytes, for existing clients (new ones use prepare_pdf).
+
+    Rendered in the request: its cost grows with the number of workflow steps (jobs are
+    counted by one grouped query), a fraction of a second for a workflow of a few hundred steps.
+    """
+    from app.exports.report_pdf import render_invocation_pdf
+
+    ctx = current()
+    invocation = _invocation(ctx, invocation_id)
+    pdf = render_invocation_pdf(ctx.session, invocation, ctx.ids)
+    name = f"invocation_{invocation_id}_report.pdf"
+    return Response(pdf, status=200, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -69,8 +69,10 @@ class ArchiveWriter(Protocol):
         """Stop and release everything after a failure."""
 
 
-def open_writer(path: Path, fmt: ArchiveFormat, *, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> ArchiveWriter:
-    """A writer for ``fmt`` creating ``path``."""
+def open_writer(path: Path, fmt: ArchiveFormat, *, compresslevel: int | None = None) -> ArchiveWriter:
+    """A writer for ``fmt`` creating ``path`` (compression level: DEFAULT_COMPRESSLEVEL unless given)."""
+    if compresslevel is None:
+        compresslevel = DEFAULT_COMPRESSLEVEL
     if fmt.kind == "zip":
         return ZipWriter(path, compresslevel)
     return TarWriter(path, compresslevel if fmt.compressed else None)

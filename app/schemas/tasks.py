@@ -100,3 +100,21 @@ class RunJob(JobRequest):
 
     route: ClassVar[TaskRoute] = TaskRoute("run_job", "jobs")
     waits: int = 0
+
+
+class PrepareInvocationArchive(TaskRequest):
+    """Export: write an invocation archive (zip, tar.gz, tar or rocrate.zip) into short-term storage."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("prepare_invocation_archive", "exports")
+    storage_request_id: str
+    invocation_id: int
+    model_store_format: str = "zip"
+    include_files: bool = True
+
+
+class PrepareInvocationPdf(TaskRequest):
+    """Export: render an invocation's report as a PDF into short-term storage."""
+
+    route: ClassVar[TaskRoute] = TaskRoute("prepare_invocation_pdf", "exports")
+    storage_request_id: str
+    invocation_id: int

@@ -13,10 +13,17 @@ from sqlalchemy.orm import Session
 
 from app.exports import history as history_export
 from app.exports import importer
+from app.exports import invocation as invocation_export
 from app.exports.errors import ExportError
 from app.exports.manifest import ExportOptions
 from app.objectstore import ObjectStore
-from app.schemas.tasks import BulkHistoryOperation, ImportHistoryArchive, PrepareHistoryArchive
+from app.schemas.tasks import (
+    BulkHistoryOperation,
+    ImportHistoryArchive,
+    PrepareHistoryArchive,
+    PrepareInvocationArchive,
+    PrepareInvocationPdf,
+)
 from app.services import bulk
 from app.services.registry import Services
 from app.settings import Settings
@@ -49,6 +56,26 @@ def import_history_archive(request: ImportHistoryArchive, session: Session, stor
     """Make a new history from an archive; the result names it by its API id."""
     result = importer.import_history_archive(session, store, services.settings, request, progress=progress)
     return {**result, "history_id": services.ids.encode(result["history_id"])}
+
+
+@task(queue="exports", action="prepare_invocation_archive", tracked=True, time_limit=EXPORT_TIME_LIMIT_MS,
+      max_retries=2, min_backoff=5000, throws=FINAL_ERRORS)
+def prepare_invocation_archive(request: PrepareInvocationArchive, session: Session, store: ObjectStore,
+                               services: Services, progress: Progress) -> dict:
+    """Write an invocation archive into short-term storage."""
+    return invocation_export.prepare_invocation_archive(
+        session, ShortTermStorage.from_settings(services.settings), store, services.ids,
+        storage_request_id=request.storage_request_id, invocation_id=request.invocation_id,
+        model_store_format=request.model_store_format, include_files=request.include_files, progress=progress)
+
+
+@task(queue="exports", action="prepare_invocation_pdf", tracked=True, time_limit=EXPORT_TIME_LIMIT_MS,
+      max_retries=2, min_backoff=5000, throws=FINAL_ERRORS)
+def prepare_invocation_pdf(request: PrepareInvocationPdf, session: Session, services: Services) -> dict:
+    """Render an invocation's report PDF into short-term storage."""
+    return invocation_export.prepare_invocation_pdf(
+        session, ShortTermStorage.from_settings(services.settings), services.ids,
+        storage_request_id=request.storage_request_id, invocation_id=request.invocation_id)
 
 
 @task(queue="default", action="bulk_history_operation", tracked=True, max_retries=3)
