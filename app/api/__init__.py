@@ -8,7 +8,7 @@ import time
 from flask import Flask, Response, g, json, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.api import datasets, histories, tasks, tools, users
+from app.api import datasets, histories, tasks, tools, tus, users
 from app.api import bulk, exports, short_term_storage
 from app.api import invocations, workflows
 from app.api import collections, jobs
@@ -26,7 +26,7 @@ VERSION_MAJOR = "26.1"
 VERSION_MINOR = "0"
 
 # Every blueprint of the API, registered in this order.
-BLUEPRINTS = [users.bp, histories.bp, datasets.bp, tools.bp, tasks.bp, exports.bp, short_term_storage.bp, bulk.bp, workflows.bp, invocations.bp, jobs.bp, collections.bp]
+BLUEPRINTS = [users.bp, histories.bp, datasets.bp, tools.bp, tus.bp, tasks.bp, exports.bp, short_term_storage.bp, bulk.bp, workflows.bp, invocations.bp, jobs.bp, collections.bp]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:

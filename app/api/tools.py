@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.api.context import current
 from app.api.routing import ApiBlueprint
 from app.errors import NotFound, RequestParameterInvalid
 from app.schemas.common import Query, Request
+from app.api.tus import store as tus_store
 from app.services import datasets, histories, uploads
 from app.tools import toolbox
 from app.tools import views as tool_views
@@ -49,7 +50,9 @@ def show_tool(tool_id: str) -> dict[str, Any]:
 
 
 class ToolRunBody(Request):
-    """POST /api/tools."""
+    """POST /api/tools (top-level ``files_N|…`` keys join the inputs, as in Galaxy)."""
+
+    model_config = ConfigDict(extra="allow")
 
     tool_id: str = Field(max_length=255)
     history_id: str
@@ -75,21 +78,49 @@ class FetchTarget(Request):
 
 
 class FetchBody(Request):
-    """POST /api/tools/fetch."""
+    """POST /api/tools/fetch (``files_N|file_data`` may name a finished tus upload)."""
+
+    model_config = ConfigDict(extra="allow")
 
     history_id: str
     targets: list[FetchTarget] = Field(min_length=1)
 
 
-def _uploaded_files() -> list[tuple[str, Any]]:
-    """Multipart files in the order of their ``files_N|file_data`` index."""
+def _file_index(key: str, default: int) -> int:
+    index = key.split("|", 1)[0].removeprefix("files_")
+    return int(index) if index.isdigit() else default
+
+
+def _uploaded_files(extra: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """Files in the order of their ``files_N|file_data`` index: multipart parts, and finished
+    tus uploads named by ``{"session_id", "name"}`` (the latter are consumed)."""
     found = []
     for key, storage in request.files.items(multi=True):
-        index = key.split("|", 1)[0].removeprefix("files_")
-        order = int(index) if index.isdigit() else len(found)
-        found.append((order, storage.filename or "uploaded file", storage.stream))
+        found.append((_file_index(key, len(found)), storage.filename or "uploaded file", storage.stream))
+    ctx = current()
+    for key, value in (extra or {}).items():
+        if key.endswith("|file_data") and isinstance(value, dict) and "session_id" in value:
+            tus = tus_store()
+            upload, path = tus.take(str(value["session_id"]), ctx.user.id)
+            name = str(value.get("name") or upload.metadata.get("filename") or "uploaded file")
+            found.append((_file_index(key, len(found)), name, path))
+            _consumed_sessions().append(str(value["session_id"]))
     found.sort(key=lambda item: item[0])
     return [(name, stream) for _, name, stream in found]
+
+
+def _consumed_sessions() -> list[str]:
+    from flask import g
+
+    if "tus_consumed" not in g:
+        g.tus_consumed = []
+    return g.tus_consumed
+
+
+def _discard_consumed() -> None:
+    tus = tus_store()
+    for session_id in _consumed_sessions():
+        tus.discard(session_id)
 
 
 def _upload_response(staged: uploads.StagedUpload) -> dict[str, Any]:
@@ -112,15 +143,18 @@ def run_tool(body: ToolRunBody) -> dict[str, Any]:
         from app.api import tool_runs
 
         return tool_runs.run(ctx, history, body)
-    files = _uploaded_files()
+    extra = body.model_extra or {}
+    inputs = {**body.inputs, **{k: v for k, v in extra.items() if k.startswith("files_")}}
+    files = _uploaded_files(extra)
     try:
-        targets = uploads.targets_from_upload1(body.inputs, len(files))
+        targets = uploads.targets_from_upload1(inputs, len(files))
     except ValueError as exc:
         raise RequestParameterInvalid(f"upload1: {exc}") from exc
     staged = uploads.stage_upload(
         ctx.session, user=ctx.user, history=history, targets=targets, files=files,
         staging_root=ctx.settings.resolved_data_dir / "staging", enqueuer=ctx.services.enqueuer,
     )
+    _discard_consumed()
     return _upload_response(staged)
 
 
@@ -129,7 +163,7 @@ def fetch(body: FetchBody) -> dict[str, Any]:
     """Galaxy's data fetch API: pasted, file and URL elements into datasets (or collections)."""
     ctx = current()
     history = histories.get_history(ctx.session, ctx.user, ctx.decode(body.history_id, "history"))
-    files = _uploaded_files()
+    files = _uploaded_files(body.model_extra)
     targets = []
     for target in body.targets:
         kind = target.destination.get("type")
@@ -151,4 +185,5 @@ def fetch(body: FetchBody) -> dict[str, Any]:
         staging_root=ctx.settings.resolved_data_dir / "staging", enqueuer=ctx.services.enqueuer,
         tool_id="__DATA_FETCH__",
     )
+    _discard_consumed()
     return _upload_response(staged)

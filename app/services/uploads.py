@@ -107,7 +107,7 @@ def stage_upload(
     user: User,
     history: History,
     targets: list[UploadTarget],
-    files: list[tuple[str, BinaryIO]],
+    files: list[tuple[str, BinaryIO | Path]],
     staging_root: Path,
     enqueuer: Enqueuer,
     tool_id: str = UPLOAD_TOOL,
@@ -129,8 +129,11 @@ def stage_upload(
                     raise RequestParameterInvalid(f"target {i}: no uploaded file with index {target.file_index}")
                 filename, stream = files[target.file_index]
                 source = stage_dir / f"target_{i}"
-                with source.open("wb") as out:
-                    shutil.copyfileobj(stream, out, 1 << 20)
+                if isinstance(stream, Path):  # a finished resumable (tus) upload: move it in
+                    shutil.move(stream, source)
+                else:
+                    with source.open("wb") as out:
+                        shutil.copyfileobj(stream, out, 1 << 20)
                 entry["staged"] = source.name
                 entry["name"] = target.name or safe_display_name(filename) or "uploaded file"
             else:
