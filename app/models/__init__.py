@@ -7,6 +7,10 @@ from app.models.jobs import Job, JobInput, JobOutput, JobState
 from app.models.queue import OutboxMessage, QueueMessage
 from app.models.tasks import Task, TaskState
 from app.models.users import ApiKey, User
+from app.models.workflows import (
+    InvocationState, InvocationStepState, StepType, StoredWorkflow, Workflow, WorkflowInvocation,
+    WorkflowInvocationMessage, WorkflowInvocationStep, WorkflowStep, WorkflowStepConnection,
+)
 
 __all__ = [
     "ApiKey",
@@ -24,4 +28,6 @@ __all__ = [
     "TaskState",
     "User",
     "DatasetCollection", "DatasetCollectionElement", "HistoryDatasetCollection", "PopulatedState",
+    "InvocationState", "InvocationStepState", "StepType", "StoredWorkflow", "Workflow", "WorkflowInvocation",
+    "WorkflowInvocationMessage", "WorkflowInvocationStep", "WorkflowStep", "WorkflowStepConnection",
 ]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 18:52:18.684095
+Create Date: 2026-11-21 18:58:50.261320
 """
 
 from alembic import op
@@ -105,6 +105,23 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('history', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_history_user_id'), ['user_id'], unique=False)
+
+    op.create_table('stored_workflow',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('annotation', sa.Text(), nullable=True),
+    sa.Column('tags', sa.JSON(), nullable=False),
+    sa.Column('published', sa.Boolean(), nullable=False),
+    sa.Column('deleted', sa.Boolean(), nullable=False),
+    sa.Column('latest_workflow_id', sa.Integer(), nullable=True),
+    sa.Column('create_time', sa.DateTime(), nullable=False),
+    sa.Column('update_time', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['galaxy_user.id'], name=op.f('fk_stored_workflow_user_id_galaxy_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_stored_workflow'))
+    )
+    with op.batch_alter_table('stored_workflow', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stored_workflow_user_id'), ['user_id'], unique=False)
 
     op.create_table('task',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -221,6 +238,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_job_tool_id'), ['tool_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_user_id'), ['user_id'], unique=False)
 
+    op.create_table('workflow',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('stored_workflow_id', sa.Integer(), nullable=True),
+    sa.Column('version', sa.Integer(), nullable=True),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('annotation', sa.Text(), nullable=True),
+    sa.Column('definition', sa.JSON(), nullable=False),
+    sa.Column('create_time', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['stored_workflow_id'], ['stored_workflow.id'], name=op.f('fk_workflow_stored_workflow_id_stored_workflow')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow'))
+    )
+    with op.batch_alter_table('workflow', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_workflow_stored_workflow_id'), ['stored_workflow_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_uuid'), ['uuid'], unique=False)
+
     op.create_table('dataset_collection_element',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('collection_id', sa.Integer(), nullable=False),
@@ -264,11 +297,150 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_job_output_dataset_id'), ['dataset_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_output_job_id'), ['job_id'], unique=False)
 
+    op.create_table('workflow_invocation',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('workflow_id', sa.Integer(), nullable=False),
+    sa.Column('stored_workflow_id', sa.Integer(), nullable=True),
+    sa.Column('history_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('scheduler', sa.String(length=64), nullable=False),
+    sa.Column('parent_invocation_id', sa.Integer(), nullable=True),
+    sa.Column('parent_step_id', sa.Integer(), nullable=True),
+    sa.Column('inputs', sa.JSON(), nullable=False),
+    sa.Column('parameters', sa.JSON(), nullable=False),
+    sa.Column('needs_pass', sa.Boolean(), nullable=False),
+    sa.Column('last_progress_time', sa.DateTime(), nullable=False),
+    sa.Column('create_time', sa.DateTime(), nullable=False),
+    sa.Column('update_time', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['history_id'], ['history.id'], name=op.f('fk_workflow_invocation_history_id_history')),
+    sa.ForeignKeyConstraint(['parent_invocation_id'], ['workflow_invocation.id'], name=op.f('fk_workflow_invocation_parent_invocation_id_workflow_invocation')),
+    sa.ForeignKeyConstraint(['stored_workflow_id'], ['stored_workflow.id'], name=op.f('fk_workflow_invocation_stored_workflow_id_stored_workflow')),
+    sa.ForeignKeyConstraint(['user_id'], ['galaxy_user.id'], name=op.f('fk_workflow_invocation_user_id_galaxy_user')),
+    sa.ForeignKeyConstraint(['workflow_id'], ['workflow.id'], name=op.f('fk_workflow_invocation_workflow_id_workflow')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_invocation')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_workflow_invocation_uuid'))
+    )
+    with op.batch_alter_table('workflow_invocation', schema=None) as batch_op:
+        batch_op.create_index('ix_workflow_invocation_active', ['state', 'last_progress_time'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_history_id'), ['history_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_parent_invocation_id'), ['parent_invocation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_stored_workflow_id'), ['stored_workflow_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_user_id'), ['user_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_workflow_id'), ['workflow_id'], unique=False)
+
+    op.create_table('workflow_step',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('workflow_id', sa.Integer(), nullable=False),
+    sa.Column('order_index', sa.Integer(), nullable=False),
+    sa.Column('type', sa.String(length=32), nullable=False),
+    sa.Column('label', sa.String(length=255), nullable=True),
+    sa.Column('name', sa.String(length=255), nullable=True),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('annotation', sa.Text(), nullable=True),
+    sa.Column('tool_id', sa.String(length=255), nullable=True),
+    sa.Column('tool_version', sa.String(length=64), nullable=True),
+    sa.Column('tool_state', sa.JSON(), nullable=False),
+    sa.Column('subworkflow_id', sa.Integer(), nullable=True),
+    sa.Column('outputs', sa.JSON(), nullable=False),
+    sa.Column('workflow_outputs', sa.JSON(), nullable=False),
+    sa.Column('post_job_actions', sa.JSON(), nullable=False),
+    sa.Column('position', sa.JSON(), nullable=True),
+    sa.ForeignKeyConstraint(['subworkflow_id'], ['workflow.id'], name=op.f('fk_workflow_step_subworkflow_id_workflow')),
+    sa.ForeignKeyConstraint(['workflow_id'], ['workflow.id'], name=op.f('fk_workflow_step_workflow_id_workflow')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_step')),
+    sa.UniqueConstraint('workflow_id', 'order_index', name='uq_workflow_step_order')
+    )
+    with op.batch_alter_table('workflow_step', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_workflow_step_workflow_id'), ['workflow_id'], unique=False)
+
+    op.create_table('workflow_invocation_message',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('invocation_id', sa.Integer(), nullable=False),
+    sa.Column('reason', sa.String(length=64), nullable=False),
+    sa.Column('workflow_step_index', sa.Integer(), nullable=True),
+    sa.Column('dependent_workflow_step_index', sa.Integer(), nullable=True),
+    sa.Column('job_id', sa.Integer(), nullable=True),
+    sa.Column('hda_id', sa.Integer(), nullable=True),
+    sa.Column('hdca_id', sa.Integer(), nullable=True),
+    sa.Column('output_name', sa.String(length=255), nullable=True),
+    sa.Column('details', sa.Text(), nullable=True),
+    sa.Column('create_time', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['invocation_id'], ['workflow_invocation.id'], name=op.f('fk_workflow_invocation_message_invocation_id_workflow_invocation')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_invocation_message'))
+    )
+    with op.batch_alter_table('workflow_invocation_message', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_message_invocation_id'), ['invocation_id'], unique=False)
+
+    op.create_table('workflow_invocation_step',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('invocation_id', sa.Integer(), nullable=False),
+    sa.Column('workflow_step_id', sa.Integer(), nullable=False),
+    sa.Column('order_index', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('action', sa.Boolean(), nullable=True),
+    sa.Column('outputs', sa.JSON(), nullable=False),
+    sa.Column('mapping', sa.JSON(), nullable=True),
+    sa.Column('jobs_created', sa.Integer(), nullable=False),
+    sa.Column('job_id', sa.Integer(), nullable=True),
+    sa.Column('subworkflow_invocation_id', sa.Integer(), nullable=True),
+    sa.Column('create_time', sa.DateTime(), nullable=False),
+    sa.Column('update_time', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['invocation_id'], ['workflow_invocation.id'], name=op.f('fk_workflow_invocation_step_invocation_id_workflow_invocation')),
+    sa.ForeignKeyConstraint(['workflow_step_id'], ['workflow_step.id'], name=op.f('fk_workflow_invocation_step_workflow_step_id_workflow_step')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_invocation_step')),
+    sa.UniqueConstraint('invocation_id', 'workflow_step_id', name='uq_workflow_invocation_step_step')
+    )
+    with op.batch_alter_table('workflow_invocation_step', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_workflow_invocation_step_invocation_id'), ['invocation_id'], unique=False)
+
+    op.create_table('workflow_step_connection',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('input_step_id', sa.Integer(), nullable=False),
+    sa.Column('input_name', sa.String(length=255), nullable=False),
+    sa.Column('output_step_id', sa.Integer(), nullable=False),
+    sa.Column('output_name', sa.String(length=255), nullable=False),
+    sa.Column('input_subworkflow_step_index', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['input_step_id'], ['workflow_step.id'], name=op.f('fk_workflow_step_connection_input_step_id_workflow_step')),
+    sa.ForeignKeyConstraint(['output_step_id'], ['workflow_step.id'], name=op.f('fk_workflow_step_connection_output_step_id_workflow_step')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_step_connection'))
+    )
+    with op.batch_alter_table('workflow_step_connection', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_workflow_step_connection_input_step_id'), ['input_step_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_workflow_step_connection_output_step_id'), ['output_step_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('workflow_step_connection', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_workflow_step_connection_output_step_id'))
+        batch_op.drop_index(batch_op.f('ix_workflow_step_connection_input_step_id'))
+
+    op.drop_table('workflow_step_connection')
+    with op.batch_alter_table('workflow_invocation_step', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_step_invocation_id'))
+
+    op.drop_table('workflow_invocation_step')
+    with op.batch_alter_table('workflow_invocation_message', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_message_invocation_id'))
+
+    op.drop_table('workflow_invocation_message')
+    with op.batch_alter_table('workflow_step', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_workflow_step_workflow_id'))
+
+    op.drop_table('workflow_step')
+    with op.batch_alter_table('workflow_invocation', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_workflow_id'))
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_user_id'))
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_stored_workflow_id'))
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_parent_invocation_id'))
+        batch_op.drop_index(batch_op.f('ix_workflow_invocation_history_id'))
+        batch_op.drop_index('ix_workflow_invocation_active')
+
+    op.drop_table('workflow_invocation')
     with op.batch_alter_table('job_output', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_job_output_job_id'))
         batch_op.drop_index(batch_op.f('ix_job_output_dataset_id'))
@@ -284,6 +456,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_dataset_collection_element_child_collection_id'))
 
     op.drop_table('dataset_collection_element')
+    with op.batch_alter_table('workflow', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_workflow_uuid'))
+        batch_op.drop_index(batch_op.f('ix_workflow_stored_workflow_id'))
+
+    op.drop_table('workflow')
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_job_user_id'))
         batch_op.drop_index(batch_op.f('ix_job_tool_id'))
@@ -310,6 +487,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_task_user_id'))
 
     op.drop_table('task')
+    with op.batch_alter_table('stored_workflow', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stored_workflow_user_id'))
+
+    op.drop_table('stored_workflow')
     with op.batch_alter_table('history', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_history_user_id'))
 

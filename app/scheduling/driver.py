@@ -1,0 +1,173 @@
+"""The scheduler loop for one message: lease, one iteration, commit, release, and beat's sweep.
+
+The lease is the invocation row itself: on PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED``
+inside the iteration's transaction, on SQLite the write transaction (``BEGIN IMMEDIATE``).
+A process that dies mid-iteration loses its connection, so its lease and its half-done
+work vanish together; the redelivered message (or the sweep) starts the iteration again,
+and job keys make sure no job is created twice.
+
+A message that finds the lease taken is not lost: it records ``needs_pass`` on the row,
+and the holder, after committing, looks at that flag and runs one more iteration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.messaging import Enqueuer
+from app.models import InvocationState, WorkflowInvocation, WorkflowInvocationMessage
+from app.models.base import utcnow
+from app.scheduling.registry import get_scheduler
+from app.scheduling.run import InvocationRun
+from app.schemas.tasks import AdvanceInvocation
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Iterations one message may run back to back (needs_pass loops) before it hands over.
+MAX_PASSES_PER_MESSAGE = 20
+
+
+class PassResult(enum.Enum):
+    """What trying one iteration came to."""
+
+    DONE = "done"  # an iteration ran and committed
+    TAKEN = "taken"  # another scheduler holds the lease
+    IDLE = "idle"  # nothing to do: the invocation is finished or gone
+
+
+def advance_invocation(session_factory: sessionmaker[Session], invocation_id: int, *, settings: Settings,
+                       enqueuer: Enqueuer) -> str:
+    """Handle one ``advance_invocation`` message; return what happened (for logs and tests)."""
+    for _ in range(MAX_PASSES_PER_MESSAGE):
+        result = _one_pass(session_factory, invocation_id, settings, enqueuer)
+        if result is PassResult.TAKEN:
+            if not _request_pass(session_factory, invocation_id):
+                return "coalesced"
+            # The holder may have finished before our flag landed: try once more ourselves.
+            result = _one_pass(session_factory, invocation_id, settings, enqueuer)
+            if result is PassResult.TAKEN:
+                return "handed over"
+        if result is PassResult.IDLE:
+            return "idle"
+        if not _consume_pass_request(session_factory, invocation_id):
+            return "done"
+    enqueuer_send(session_factory, enqueuer, invocation_id)
+    return "continued"
+
+
+def _lock(session: Session, invocation_id: int) -> WorkflowInvocation | None:
+    """The invocation row under this transaction's lease, or None when another holds it."""
+    stmt = sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return session.scalar(stmt)
+
+
+def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settings: Settings,
+              enqueuer: Enqueuer) -> PassResult:
+    with session_factory() as session:
+        invocation = _lock(session, invocation_id)
+        if invocation is None:
+            exists = session.scalar(sa.select(WorkflowInvocation.id).where(WorkflowInvocation.id == invocation_id))
+            return PassResult.TAKEN if exists else PassResult.IDLE
+        if invocation.state in InvocationState.TERMINAL:
+            return PassResult.IDLE
+        try:
+            run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer)
+            outcome = get_scheduler(invocation.scheduler, settings).schedule(run)
+            if outcome.again:
+                enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id))
+            elif outcome.retry_after is not None:
+                enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id),
+                              delay_ms=int(outcome.retry_after * 1000))
+            run.finish()
+            session.commit()
+        except DBAPIError:
+            raise  # a database hiccup: the message is retried
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the invocation, not loop forever
+            session.rollback()
+            log.exception("scheduling invocation %s failed", invocation_id)
+            _fail_unexpectedly(session_factory, invocation_id, f"{type(exc).__name__}: {exc}")
+        return PassResult.DONE
+
+
+def _request_pass(session_factory: sessionmaker[Session], invocation_id: int) -> bool:
+    """Ask the lease holder for one more iteration; False when one is already asked for."""
+    with session_factory() as session:
+        wanted = session.scalar(sa.select(WorkflowInvocation.needs_pass).where(WorkflowInvocation.id == invocation_id))
+        if wanted is None or wanted:
+            return False
+        # Waits for the holder's commit (it holds the row lock), then sets the flag.
+        session.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
+                        .values(needs_pass=True))
+        session.commit()
+        return True
+
+
+def _consume_pass_request(session_factory: sessionmaker[Session], invocation_id: int) -> bool:
+    """After an iteration: clear the flag and say whether it was set."""
+    with session_factory() as session:
+        consumed = session.execute(
+            sa.update(WorkflowInvocation)
+            .where(WorkflowInvocation.id == invocation_id, WorkflowInvocation.needs_pass.is_(True))
+            .values(needs_pass=False)
+            .returning(WorkflowInvocation.id)
+        ).first()
+        session.commit()
+        return consumed is not None
+
+
+def _fail_unexpectedly(session_factory: sessionmaker[Session], invocation_id: int, details: str) -> None:
+    with session_factory() as session:
+        invocation = _lock(session, invocation_id)
+        if invocation is None or invocation.state in InvocationState.TERMINAL:
+            return
+        invocation.state = InvocationState.FAILED
+        invocation.update_time = utcnow()
+        session.add(WorkflowInvocationMessage(invocation_id=invocation_id, reason="unexpected_failure",
+                                              details=details[:4000]))
+        session.commit()
+
+
+def enqueuer_send(session_factory: sessionmaker[Session], enqueuer: Enqueuer, invocation_id: int,
+                  delay_ms: int = 0) -> None:
+    """Send an AdvanceInvocation in a transaction of its own."""
+    with session_factory() as session:
+        enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id), delay_ms=delay_ms)
+        session.commit()
+
+
+def sweep(session_factory: sessionmaker[Session], enqueuer: Enqueuer, *, stale_after_s: float = 30.0,
+          limit: int = 500) -> int:
+    """Beat's safety net: wake active invocations that have not progressed for a while.
+
+    Their ``last_progress_time`` is bumped so each is woken at most once per period.
+    """
+    cutoff = utcnow() - dt.timedelta(seconds=stale_after_s)
+    with session_factory() as session:
+        stmt = (
+            sa.select(WorkflowInvocation.id)
+            .where(WorkflowInvocation.state.in_(InvocationState.ACTIVE),
+                   WorkflowInvocation.last_progress_time < cutoff)
+            .order_by(WorkflowInvocation.last_progress_time)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        ids = list(session.scalars(stmt))
+        if not ids:
+            return 0
+        session.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id.in_(ids))
+                        .values(last_progress_time=utcnow()))
+        for invocation_id in ids:
+            enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id))
+        session.commit()
+    log.info("scheduling sweep woke %d invocation(s)", len(ids))
+    return len(ids)
