@@ -46,6 +46,9 @@ class Backend(ABC):
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
 
+    def check_owner(self) -> None:
+        """Refuse files another host wrote (hosts can share a data dir); nothing by default."""
+
     @abstractmethod
     def is_running(self) -> bool:
         """True when the process manager (with Nebula's programs loaded) is up."""

@@ -8,6 +8,7 @@ repository's, or the data dir's state folder) can shadow supervisord's own packa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import xmlrpc.client
@@ -18,6 +19,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from nebula_manage.backend import Backend, Pending, ProcessState
 from nebula_manage.errors import ManageError
 from nebula_manage.files import SyncResult
+from nebula_manage.render_supervisor import IDENTIFIER_PREFIX
 
 LAUNCH_TIMEOUT = 20.0
 
@@ -35,6 +37,20 @@ class SupervisorBackend(Backend):
     def _rpc(self):
         transport = SupervisorTransport(None, None, f"unix://{self.deployment.socket_path}")
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    def check_owner(self) -> None:
+        try:
+            text = self.conf.read_text()
+        except FileNotFoundError:
+            return
+        owner = re.search(rf"^identifier = {re.escape(IDENTIFIER_PREFIX)}(\S*)$", text, re.M)
+        if owner and owner.group(1) != self.deployment.hostname:
+            raise ManageError(
+                f"{self.deployment.state_dir} belongs to the supervisord of host "
+                f"{owner.group(1)}; hosts sharing a data dir need a local processes.state_dir "
+                f"each (deploy/README.md, 'Several hosts'). If this host was renamed, remove "
+                f"{self.conf}."
+            )
 
     def pid(self) -> int | None:
         """The pid of this data dir's supervisord, if one is running and answering."""

@@ -8,6 +8,7 @@ and ``bind``; ``NEBULA_DATA_DIR`` and ``NEBULA_BIND`` win over the file. The res
 from __future__ import annotations
 
 import difflib
+import socket
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,16 +38,18 @@ class Deployment:
     python: str
     config_path: Path | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    state_root: Path | None = None  # processes.state_dir resolved; None: the data dir
+    hostname: str = ""
 
     @property
     def state_dir(self) -> Path:
         """Where the supervisord configuration, socket, pid and log live."""
-        return self.data_dir / "supervisor"
+        return (self.state_root or self.data_dir) / "supervisor"
 
     @property
     def log_dir(self) -> Path:
         """Where every program's log lives."""
-        return self.data_dir / "logs"
+        return (self.state_root or self.data_dir) / "logs"
 
     @property
     def socket_path(self) -> Path:
@@ -87,8 +90,11 @@ def load_deployment(
     except ValidationError as exc:
         problems += [locate.pydantic_problem(error) for error in exc.errors()]
         processes = None
+    state_root = None
+    if processes is not None and processes.state_dir is not None:
+        state_root = (cwd / processes.state_dir.expanduser()).resolve()
     if processes is not None and processes.process_manager == "supervisor":
-        problems += _check_socket(data_dir)
+        problems += _check_socket(state_root or data_dir)
     if problems or processes is None:
         raise SettingsRefused(problems, source)
     return Deployment(
@@ -98,6 +104,8 @@ def load_deployment(
         python=python,
         config_path=config_path,
         environment=program_environment(environ, config_path, data_dir),
+        state_root=state_root,
+        hostname=socket.gethostname(),
     )
 
 
@@ -118,7 +126,7 @@ def load_for_control(
     raw = document.get("processes") if isinstance(document.get("processes"), dict) else {}
     try:
         processes = ProcessSettings.model_validate(
-            {key: raw[key] for key in ("process_manager", "systemd") if key in raw}
+            {key: raw[key] for key in ("process_manager", "systemd", "state_dir") if key in raw}
         )
     except ValidationError:
         processes = ProcessSettings()
@@ -130,6 +138,8 @@ def load_for_control(
         python=python,
         config_path=config_path,
         environment=program_environment(environ, config_path, data_dir),
+        state_root=(cwd / processes.state_dir).resolve() if processes.state_dir else None,
+        hostname=socket.gethostname(),
     )
     return deployment, problems
 
@@ -199,12 +209,12 @@ def _data_dir_and_bind(
     return data_dir, str(bind)
 
 
-def _check_socket(data_dir: Path) -> list[str]:
-    socket = data_dir / "supervisor" / "supervisord.sock"
-    if len(str(socket).encode()) > UNIX_SOCKET_MAX:
+def _check_socket(state_root: Path) -> list[str]:
+    path = state_root / "supervisor" / "supervisord.sock"
+    if len(str(path).encode()) > UNIX_SOCKET_MAX:
         return [
-            f"nebula.data_dir: {data_dir} is too long for supervisord's unix socket "
-            f"({socket} passes {UNIX_SOCKET_MAX} bytes); choose a shorter data dir"
+            f"{state_root} is too long a path for supervisord's unix socket ({path} passes "
+            f"{UNIX_SOCKET_MAX} bytes); choose a shorter data dir or processes.state_dir"
         ]
     return []
 

@@ -5,7 +5,7 @@ Exit codes (also in deploy/README.md):
 - 0: done, or already in the state asked for (``start`` when running, ``stop`` when stopped).
 - 1: something failed or is unhealthy (a program did not start, a health check is down).
 - 2: usage error (unknown command or option).
-- 3: not running (``status``, ``pm`` and ``follow`` need a running Nebula).
+- 3: not running (``status`` and ``pm`` need a running Nebula).
 - 4: settings refused (file, key and why are printed); nothing was changed.
 
 Commands forwarded to ``app.cli`` or ``workers.cli`` exit with that command's own code.

@@ -1,18 +1,15 @@
-"""A supervisord event listener that enforces each program's ``memory_limit``.
+"""Each program's ``memory_limit`` under supervisord, checked by the watchdog listener.
 
 supervisord has no memory limits of its own (systemd has MemoryMax=). On every TICK event
-this listener sums the proportional set size of each limited program's process tree and
+the watchdog sums the proportional set size of each limited program's process tree and
 reloads a program above its limit: gunicorn with SIGHUP (fresh workers, no request lost),
 anything else with a restart (SIGTERM first, so work in flight finishes).
-
-Run by supervisord as ``python -m nebula_manage.memmon NAME=MIB[:hup] ...``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,24 +106,3 @@ def check(rpc, limits: list[Limit], reloaded: dict[str, float], now: float) -> N
             rpc.supervisor.stopProcess(limit.program, True)
             rpc.supervisor.startProcess(limit.program, False)
         reloaded[limit.program] = now
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Serve supervisord's event listener protocol forever."""
-    from supervisor import childutils
-
-    limits = parse_limits(sys.argv[1:] if argv is None else argv)
-    rpc = childutils.getRPCInterface(os.environ)
-    reloaded: dict[str, float] = {}
-    while True:
-        childutils.listener.wait(sys.stdin, sys.stdout)
-        try:
-            check(rpc, limits, reloaded, time.monotonic())
-        except Exception as exc:  # noqa: BLE001 - a failed check must not stop the monitor
-            print(f"memmon: check failed: {exc!r}", file=sys.stderr)
-        sys.stderr.flush()
-        childutils.listener.ok(sys.stdout)
-
-
-if __name__ == "__main__":
-    main()

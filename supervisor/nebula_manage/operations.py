@@ -19,7 +19,7 @@ from nebula_manage.probe import web_answers
 from nebula_manage.programs import PRIORITY, Program, Reload, build_programs, select
 from nebula_manage.render import render
 
-POLL = 0.2
+POLL = 0.1
 START_GRACE = 30.0  # seconds beyond the start timeouts to wait for health
 
 
@@ -59,6 +59,7 @@ def _kind(name: str) -> str:
 
 def write_files(op: Operator, force: bool = False) -> SyncResult:
     """Render and write what changed; say what was written and removed."""
+    op.backend.check_owner()
     for path in (op.deployment.data_dir, op.deployment.log_dir):
         path.mkdir(parents=True, exist_ok=True)
     op.deployment.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -222,8 +223,8 @@ def stop_in_tiers(op: Operator, names: list[str]) -> None:
     by_name = {p.name: p for p in op.programs}
 
     def priority(name: str) -> int:
-        # helpers such as the memory monitor go first, so they restart nothing meanwhile
-        return -PRIORITY.get(_kind(name), 1000)
+        # helpers (the watchdog) go last: they reap what a stopping program leaves behind
+        return -PRIORITY.get(_kind(name), 0)
 
     for _, tier in itertools.groupby(sorted(names, key=priority), key=priority):
         states = op.backend.states()

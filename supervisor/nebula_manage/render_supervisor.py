@@ -16,8 +16,10 @@ from nebula_manage.files import Rendering, header
 from nebula_manage.programs import Program, build_programs
 
 HEADER = header(";")
-MEMMON = "memmon"
-MEMMON_TICK = "TICK_5"
+IDENTIFIER_PREFIX = "nebula@"
+WATCHDOG = "watchdog"
+EXIT_EVENTS = "PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED"
+MEMORY_TICK = "TICK_5"
 # configparser ends a value at whitespace followed by ; or # (an inline comment).
 _INLINE_COMMENT = re.compile(r"\s[;#]")
 
@@ -28,9 +30,7 @@ def render_supervisor(deployment: Deployment) -> Rendering:
     files = {"supervisord.conf": _supervisord_conf(deployment)}
     for program in programs:
         files[f"conf.d/{program.name}.conf"] = _program_conf(deployment, program)
-    limited = [p for p in programs if p.memory_limit]
-    if limited:
-        files[f"conf.d/{MEMMON}.conf"] = _memmon_conf(deployment, limited)
+    files[f"conf.d/{WATCHDOG}.conf"] = _watchdog_conf(deployment, programs)
     return Rendering(
         root=deployment.state_dir, files=files, managed=("supervisord.conf", "conf.d/*.conf")
     )
@@ -49,7 +49,9 @@ def _supervisord_conf(deployment: Deployment) -> str:
                 "pidfile": state / "supervisord.pid",
                 "directory": deployment.data_dir,
                 "childlogdir": deployment.log_dir,
-                "identifier": f"nebula:{deployment.data_dir}",
+                # `manage` refuses a state dir whose supervisord.conf names another host. No
+                # ':' or space: event listeners get it in a header of name:value words
+                "identifier": f"{IDENTIFIER_PREFIX}{deployment.hostname}",
                 "nodaemon": "false",
             },
         ),
@@ -90,23 +92,26 @@ def _program_conf(deployment: Deployment, program: Program) -> str:
     )
 
 
-def _memmon_conf(deployment: Deployment, limited: list[Program]) -> str:
+def _watchdog_conf(deployment: Deployment, programs: list[Program]) -> str:
     # gunicorn sheds memory with SIGHUP: fresh workers, and no request is lost
-    limits = [f"{p.name}={p.memory_limit}{':hup' if p.kind == 'web' else ''}" for p in limited]
-    argv = [deployment.python, "-P", "-m", "nebula_manage.memmon", *limits]
-    return HEADER + "; restarts a program whose process tree passes its memory_limit (MiB)\n" + (
+    limits = [f"{p.name}={p.memory_limit}{':hup' if p.kind == 'web' else ''}"
+              for p in programs if p.memory_limit]
+    argv = [deployment.python, "-P", "-m", "nebula_manage.watchdog", *limits]
+    events = EXIT_EVENTS + (f",{MEMORY_TICK}" if limits else "")
+    return HEADER + "; reaps what a dead program left behind; enforces memory_limit\n" + (
         _sections(
             (
-                f"eventlistener:{MEMMON}",
+                f"eventlistener:{WATCHDOG}",
                 {
                     "command": _command(argv),
-                    "events": MEMMON_TICK,
+                    "events": events,
                     "directory": deployment.data_dir,
                     "priority": 50,
                     "autostart": "true",
                     "autorestart": "true",
-                    # stdout is the event protocol; stderr is the monitor's log
-                    "stderr_logfile": deployment.log_dir / f"{MEMMON}.log",
+                    # stdout is the event protocol; stderr is the watchdog's log
+                    "stdout_logfile": "NONE",
+                    "stderr_logfile": deployment.log_dir / f"{WATCHDOG}.log",
                 },
             )
         )

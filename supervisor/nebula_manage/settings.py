@@ -253,6 +253,12 @@ class ProcessSettings(Section):
         description="What runs the services: supervisor (a supervisord of manage's own, "
         "state in {data_dir}/supervisor) or systemd (units and nebula.target).",
     )
+    state_dir: Path | None = Field(
+        None,
+        description="Where manage keeps supervisord's files ({state_dir}/supervisor) and the "
+        "programs' logs ({state_dir}/logs). Empty: the data dir. Hosts sharing one data dir "
+        "need a local one each, e.g. /var/lib/nebula.",
+    )
     web: WebSettings = Field(default_factory=WebSettings, description="The HTTP API (gunicorn).")
     worker_pools: list[WorkerPoolSettings] = Field(
         default_factory=lambda: [WorkerPoolSettings()],

@@ -121,3 +121,14 @@ def test_health_is_down_when_nothing_runs(config: Path, monkeypatch: pytest.Monk
     result = manage("-c", str(config), "health", "--json")
     assert result.exit_code == 1
     assert '"ok": false' in result.output and "not running" in result.output
+
+
+def test_a_state_dir_written_by_another_host_is_not_taken_over(config: Path) -> None:
+    state = config.parent / "data" / "supervisor"
+    state.mkdir(parents=True)
+    (state / "supervisord.conf").write_text("[supervisord]\nidentifier = nebula@otherhost\n")
+    result = manage("-c", str(config), "update")
+    assert result.exit_code == 1
+    assert "belongs to the supervisord of host otherhost" in result.stderr
+    assert "processes.state_dir" in result.stderr
+    assert not (state / "conf.d").exists()

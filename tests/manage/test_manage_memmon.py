@@ -1,12 +1,13 @@
-"""The memory monitor: limits parsed, process trees summed, programs over the limit reloaded."""
+"""The watchdog listener: leftovers of a dead program reaped, memory limits enforced."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from nebula_manage import memmon
+from nebula_manage import memmon, watchdog
 from nebula_manage.memmon import Limit, descendants, parse_limits, tree_mebibytes
 
 
@@ -59,3 +60,32 @@ def test_programs_over_their_limit_are_reloaded_once_per_cooldown(monkeypatch) -
     assert rpc.calls == [("signal", "web-0", "HUP"), ("stop", "beat"), ("start", "beat")]
     memmon.check(rpc, limits, reloaded, now=1010.0)  # within the cooldown
     assert len(rpc.calls) == 3
+
+
+def test_the_watchdog_terminates_what_a_dead_program_left_in_its_group() -> None:
+    # a process group whose leader is gone, as after a Dramatiq master's SIGKILL
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; exit 0"], start_new_session=True,
+                              stdout=subprocess.PIPE, text=True)
+    orphan = int(leader.stdout.readline())
+    leader.wait()
+    payload = f"processname:worker-main groupname:worker-main from_state:RUNNING expected:0 pid:{leader.pid}"
+    watchdog.handle("PROCESS_STATE_EXITED", payload, rpc=None, limits=[], reloaded={})
+    assert _wait_gone(orphan)
+    # a group with nobody left is no error
+    watchdog.handle("PROCESS_STATE_EXITED", payload, rpc=None, limits=[], reloaded={})
+
+
+def _wait_gone(pid: int) -> bool:
+    import os
+    import time
+
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            if state == "Z":
+                return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        time.sleep(0.02)
+    return False

@@ -154,11 +154,11 @@ def test_graceful_starts_a_stopped_nebula(tmp_path, answering):
 
 def test_stop_takes_web_down_first_and_beat_last(tmp_path, answering):
     op, _ = operator(tmp_path, ["127.0.0.1:8081", "127.0.0.1:8082"])
-    op.backend.loaded["memmon"] = "RUNNING"
+    op.backend.loaded["watchdog"] = "RUNNING"
     assert operations.stop(op, ()) == 0
     assert op.backend.calls == [
-        ("stop", "memmon"), ("stop", "web-0", "web-1"), ("stop", "scheduler", "worker-main"),
-        ("stop", "beat"), ("shutdown",),
+        ("stop", "web-0", "web-1"), ("stop", "scheduler", "worker-main"), ("stop", "beat"),
+        ("stop", "watchdog"), ("shutdown",),
     ]
 
 

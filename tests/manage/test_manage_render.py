@@ -44,7 +44,7 @@ def test_the_default_supervisor_rendering_runs_the_contract_commands() -> None:
     rendering = render(deployment())
     assert rendering.root == Path("/srv/nebula/supervisor")
     assert sorted(rendering.files) == [
-        "conf.d/beat.conf", "conf.d/scheduler.conf", "conf.d/web-0.conf",
+        "conf.d/beat.conf", "conf.d/scheduler.conf", "conf.d/watchdog.conf", "conf.d/web-0.conf",
         "conf.d/worker-main.conf", "supervisord.conf",
     ]
     programs = program_sections(rendering.files)
@@ -75,6 +75,16 @@ def test_stop_semantics_per_program() -> None:
     assert int(programs["web-0"]["priority"]) > int(programs["worker-main"]["priority"]) > int(
         programs["beat"]["priority"]
     )
+
+
+def test_the_watchdog_listens_for_exits_and_ticks_only_with_memory_limits() -> None:
+    plain = render(deployment()).files["conf.d/watchdog.conf"]
+    assert "events = PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED\n" in plain
+    limited = render(deployment({"worker_pools": [{"memory_limit": 900}]})).files
+    assert "events = PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED,TICK_5\n" in (
+        limited["conf.d/watchdog.conf"]
+    )
+    assert "nebula_manage.watchdog worker-main=900\n" in limited["conf.d/watchdog.conf"]
 
 
 def test_every_file_starts_with_the_generated_header() -> None:
@@ -112,7 +122,9 @@ def test_a_workers_only_host() -> None:
     rendering = render(deployment({
         "web": {"enable": False}, "scheduler": {"enable": False}, "beat": {"enable": False},
     }))
-    assert sorted(rendering.files) == ["conf.d/worker-main.conf", "supervisord.conf"]
+    assert sorted(rendering.files) == [
+        "conf.d/watchdog.conf", "conf.d/worker-main.conf", "supervisord.conf"
+    ]
 
 
 def test_supervisord_reads_the_rendering_back_exactly(tmp_path: Path) -> None:
@@ -128,7 +140,7 @@ def test_supervisord_reads_the_rendering_back_exactly(tmp_path: Path) -> None:
     options = ServerOptions()
     options.realize(args=["-c", str(rendering.root / "supervisord.conf")])
     configs = {c.name: c for group in options.process_group_configs for c in group.process_configs}
-    assert set(configs) == {"beat", "scheduler", "worker-main", "web-0", "memmon"}
+    assert set(configs) == {"beat", "scheduler", "worker-main", "web-0", "watchdog"}
     web = configs["web-0"]
     assert web.environment == settings.environment
     assert shlex.split(web.command) == [PY, "-m", "gunicorn", "--bind", "127.0.0.1:8080",
@@ -136,7 +148,12 @@ def test_supervisord_reads_the_rendering_back_exactly(tmp_path: Path) -> None:
                                         "gthread", "--timeout", "60", "--graceful-timeout", "30",
                                         "app.api:create_app()"]
     assert (web.stopasgroup, web.killasgroup, web.stopwaitsecs, web.umask) == (False, True, 40, 0o22)
-    assert shlex.split(configs["memmon"].command)[-1] == "web-0=512:hup"
+    watchdog = next(g for g in options.process_group_configs if g.name == "watchdog")
+    assert shlex.split(configs["watchdog"].command)[-3:] == ["-m", "nebula_manage.watchdog",
+                                                             "web-0=512:hup"]
+    assert {e.__name__ for e in watchdog.pool_events} == {
+        "ProcessStateExitedEvent", "ProcessStateStoppedEvent", "Tick5Event"
+    }
     assert options.serverurl == f"unix://{data_dir}/supervisor/supervisord.sock"
 
 

@@ -159,7 +159,7 @@ def test_programs_get_every_nebula_variable_and_absolute_paths(tmp_path: Path) -
 
 def test_a_data_dir_too_long_for_a_unix_socket(tmp_path: Path) -> None:
     (problem,) = refusal(tmp_path, f"nebula:\n  data_dir: /{'x' * 100}\n")
-    assert "too long for supervisord's unix socket" in problem
+    assert "too long a path for supervisord's unix socket" in problem
 
 
 def test_control_commands_still_find_the_data_dir_when_settings_are_refused(
@@ -170,3 +170,11 @@ def test_control_commands_still_find_the_data_dir_when_settings_are_refused(
     deployment, problems = load_for_control(config, {}, sys.executable, tmp_path)
     assert deployment.data_dir == Path("/srv/nebula")
     assert problems and "processes.beat.processes" in problems[0]
+
+
+def test_a_state_dir_of_its_own_for_hosts_sharing_the_data_dir(tmp_path: Path) -> None:
+    deployment = load(tmp_path, "nebula:\n  data_dir: /shared/nebula\nprocesses:\n  state_dir: local\n")
+    assert deployment.data_dir == Path("/shared/nebula")
+    assert deployment.state_dir == tmp_path / "local" / "supervisor"
+    assert deployment.log_dir == tmp_path / "local" / "logs"
+    assert deployment.environment["NEBULA_DATA_DIR"] == "/shared/nebula"
