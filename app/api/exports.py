@@ -18,7 +18,7 @@ from pydantic import Field
 from app.api.context import RequestContext, current
 from app.api.routing import ApiBlueprint, parse_model, read_body
 from app.api.short_term_storage import PreparationFailed, outcome, send_prepared, storage
-from app.errors import NotFound, RequestParameterInvalid, RequestParameterMissing
+from app.errors import NebulaError, NotFound, RequestParameterInvalid, RequestParameterMissing
 from app.exports.archive import FORMATS
 from app.exports.history import default_file_name
 from app.messaging import TaskRequest
@@ -177,7 +177,7 @@ def _current_legacy_export(ctx: RequestContext, sts: ShortTermStorage, key: str,
         return None
     try:
         meta = sts.load_for(request_id, ctx.user.id)
-    except Exception:  # noqa: BLE001 - gone, expired or foreign: start afresh
+    except NebulaError:  # gone, expired or foreign: start afresh
         return None
     return meta if meta.subject.get("fingerprint") == fingerprint else None
 
@@ -223,7 +223,7 @@ def list_legacy_exports(history_id: str) -> list[dict[str, Any]]:
                     continue
                 try:
                     meta = sts.load_for(request_id, ctx.user.id)
-                except Exception:  # noqa: BLE001 - expired meanwhile
+                except NebulaError:  # expired meanwhile
                     continue
                 found.append(_legacy_view(ctx, history, meta, ready=outcome(ctx, sts, meta).ready))
     return found

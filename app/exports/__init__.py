@@ -1,0 +1,1 @@
+"""Exports and imports: history and invocation archives, the report PDF, archive import."""

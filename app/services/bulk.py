@@ -106,7 +106,6 @@ def check_params(operation: str, params: dict[str, Any] | None) -> dict[str, Any
 _BOOL_FILTERS = {"deleted", "visible", "purged"}
 _EQ_FILTERS = {"state", "extension", "name", "hid", "history_content_type"}
 _RANGE = {"hid-ge": ">=", "hid-le": "<=", "hid-gt": ">", "hid-lt": "<"}
-_OTHER = {"name-contains", "tag", "name-eq", "state-eq", "extension-eq", "hid-eq"}
 
 
 def parse_filters(filters: dict[str, Any] | list[str] | None, q: list[str], qv: list[str]) -> dict[str, Any]:
@@ -171,6 +170,7 @@ def select_by_filters(session: Session, history: History, filters: dict[str, Any
         if wanted_type not in (None, kind):
             continue
         where = [model.history_id == history.id]
+        # for … else: a filter no row of this kind can match (e.g. state on collections) skips the kind.
         for key, value in filters.items():
             clause = _clause(kind, model, key, value)
             if clause is False:
