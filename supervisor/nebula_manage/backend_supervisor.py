@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 import xmlrpc.client
@@ -19,7 +20,8 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from nebula_manage.backend import Backend, Pending, ProcessState
 from nebula_manage.errors import ManageError
 from nebula_manage.files import SyncResult
-from nebula_manage.render_supervisor import IDENTIFIER_PREFIX
+from nebula_manage.render_supervisor import IDENTIFIER_PREFIX, ORPHANS
+from nebula_manage.watchdog import group_members
 
 LAUNCH_TIMEOUT = 20.0
 
@@ -153,7 +155,35 @@ class SupervisorBackend(Backend):
             if time.monotonic() > deadline:
                 raise ManageError(f"supervisord (pid {pid}) is still running after {timeout:.0f} s")
             time.sleep(0.1)
-        return f"supervisord (pid {pid}) has exited"
+        return f"supervisord (pid {pid}) has exited" + self._wait_for_orphans(timeout)
+
+    def _wait_for_orphans(self, timeout: float) -> str:
+        """Wait for what dead programs left behind (the watchdog sent it SIGTERM, so it is
+        finishing its work in flight); SIGKILL whatever is still there after the timeout."""
+        noted = self.deployment.state_dir / ORPHANS
+        try:
+            groups = {int(line) for line in noted.read_text().split()}
+        except FileNotFoundError:
+            return ""
+        left = {g: group_members(g) for g in groups}
+        left = {g: members for g, members in left.items() if members}
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = {g: members for g in left if (members := group_members(g))}
+        for group in left:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        noted.unlink()
+        if not groups:
+            return ""
+        killed = sum(len(members) for members in left.values())
+        outcome = f"{killed} process(es) still there after {timeout:.0f} s, killed" if killed else (
+            "they have ended"
+        )
+        return f"; {len(groups)} process group(s) were left by programs that died: {outcome}"
 
     def control_command(self, args: list[str]) -> list[str]:
         return [self.deployment.python, "-P", "-m", "supervisor.supervisorctl",

@@ -18,6 +18,7 @@ from nebula_manage.programs import Program, build_programs
 HEADER = header(";")
 IDENTIFIER_PREFIX = "nebula@"
 WATCHDOG = "watchdog"
+ORPHANS = "orphans"  # process groups the watchdog found left behind, for `manage stop`
 EXIT_EVENTS = "PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED"
 MEMORY_TICK = "TICK_5"
 # configparser ends a value at whitespace followed by ; or # (an inline comment).
@@ -96,7 +97,8 @@ def _watchdog_conf(deployment: Deployment, programs: list[Program]) -> str:
     # gunicorn sheds memory with SIGHUP: fresh workers, and no request is lost
     limits = [f"{p.name}={p.memory_limit}{':hup' if p.kind == 'web' else ''}"
               for p in programs if p.memory_limit]
-    argv = [deployment.python, "-P", "-m", "nebula_manage.watchdog", *limits]
+    orphans = deployment.state_dir / ORPHANS
+    argv = [deployment.python, "-P", "-m", "nebula_manage.watchdog", str(orphans), *limits]
     events = EXIT_EVENTS + (f",{MEMORY_TICK}" if limits else "")
     return HEADER + "; reaps what a dead program left behind; enforces memory_limit\n" + (
         _sections(

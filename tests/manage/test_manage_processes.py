@@ -62,6 +62,7 @@ def test_start_status_sigkill_refusals_stop(nebula: Nebula) -> None:
     wait_for(lambda: nebula.states()["worker-main"][1] not in (0, victim), timeout=10)
     wait_for(lambda: nebula.states()["worker-main"][0] == "RUNNING", timeout=10)
     wait_for(lambda: any(f"child {orphan} finished" in line for line in nebula.events()), timeout=10)
+    assert (nebula.data_dir / "supervisor" / "orphans").read_text().split() == [str(victim)]
 
     # bad settings are refused with file, line, key and why; nothing running changes
     before = _pids(nebula)

@@ -84,7 +84,9 @@ def test_the_watchdog_listens_for_exits_and_ticks_only_with_memory_limits() -> N
     assert "events = PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED,TICK_5\n" in (
         limited["conf.d/watchdog.conf"]
     )
-    assert "nebula_manage.watchdog worker-main=900\n" in limited["conf.d/watchdog.conf"]
+    assert "nebula_manage.watchdog /srv/nebula/supervisor/orphans worker-main=900\n" in (
+        limited["conf.d/watchdog.conf"]
+    )
 
 
 def test_every_file_starts_with_the_generated_header() -> None:
@@ -149,8 +151,9 @@ def test_supervisord_reads_the_rendering_back_exactly(tmp_path: Path) -> None:
                                         "app.api:create_app()"]
     assert (web.stopasgroup, web.killasgroup, web.stopwaitsecs, web.umask) == (False, True, 40, 0o22)
     watchdog = next(g for g in options.process_group_configs if g.name == "watchdog")
-    assert shlex.split(configs["watchdog"].command)[-3:] == ["-m", "nebula_manage.watchdog",
-                                                             "web-0=512:hup"]
+    assert shlex.split(configs["watchdog"].command)[-4:] == [
+        "-m", "nebula_manage.watchdog", f"{data_dir}/supervisor/orphans", "web-0=512:hup"
+    ]
     assert {e.__name__ for e in watchdog.pool_events} == {
         "ProcessStateExitedEvent", "ProcessStateStoppedEvent", "Tick5Event"
     }

@@ -62,17 +62,21 @@ def test_programs_over_their_limit_are_reloaded_once_per_cooldown(monkeypatch) -
     assert len(rpc.calls) == 3
 
 
-def test_the_watchdog_terminates_what_a_dead_program_left_in_its_group() -> None:
+def test_the_watchdog_terminates_what_a_dead_program_left_in_its_group(tmp_path: Path) -> None:
     # a process group whose leader is gone, as after a Dramatiq master's SIGKILL
     leader = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; exit 0"], start_new_session=True,
                               stdout=subprocess.PIPE, text=True)
     orphan = int(leader.stdout.readline())
     leader.wait()
     payload = f"processname:worker-main groupname:worker-main from_state:RUNNING expected:0 pid:{leader.pid}"
-    watchdog.handle("PROCESS_STATE_EXITED", payload, rpc=None, limits=[], reloaded={})
+    noted = tmp_path / "orphans"
+    assert watchdog.group_members(leader.pid) == [orphan]
+    watchdog.handle("PROCESS_STATE_EXITED", payload, rpc=None, limits=[], reloaded={}, orphans=noted)
     assert _wait_gone(orphan)
-    # a group with nobody left is no error
-    watchdog.handle("PROCESS_STATE_EXITED", payload, rpc=None, limits=[], reloaded={})
+    assert noted.read_text() == f"{leader.pid}\n"  # for `manage stop` to wait on
+    # a group with nobody left is neither signalled nor noted
+    watchdog.handle("PROCESS_STATE_EXITED", payload, rpc=None, limits=[], reloaded={}, orphans=noted)
+    assert noted.read_text() == f"{leader.pid}\n"
 
 
 def _wait_gone(pid: int) -> bool:
@@ -89,3 +93,22 @@ def _wait_gone(pid: int) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_stop_waits_for_noted_orphans_then_kills_them(tmp_path: Path) -> None:
+    import sys
+
+    from nebula_manage.backend_supervisor import SupervisorBackend
+    from nebula_manage.config import load_deployment
+
+    deployment = load_deployment(None, {"NEBULA_DATA_DIR": str(tmp_path)}, sys.executable, tmp_path)
+    deployment.state_dir.mkdir(parents=True)
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 60"], start_new_session=True)
+    ended = subprocess.Popen(["true"], start_new_session=True)
+    ended.wait()
+    (deployment.state_dir / "orphans").write_text(f"{stubborn.pid}\n{ended.pid}\n")
+    said = SupervisorBackend(deployment)._wait_for_orphans(timeout=0.5)
+    assert stubborn.wait(timeout=5) == -9
+    assert said == "; 2 process group(s) were left by programs that died: 2 process(es) still " \
+                   "there after 0 s, killed"  # sh and its sleep
+    assert not (deployment.state_dir / "orphans").exists()
