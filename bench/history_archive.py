@@ -11,8 +11,9 @@ of 5 MiB each, written straight into the object store. Then, in the same run:
    queue — runs the PrepareHistoryArchive task, sent as the app sends it; its wall time is
    the task's, and its peak RSS comes from ``os.wait4`` on that process alone.
 
-Prints MiB/s of both, their ratio (target ≥ 0.9: Nebula at least 0.9× tar's speed) and the
-worker's peak RSS (target < 150 MiB, not growing with the history). Nebula compresses at
+Prints MiB/s of both, their ratio (target ≥ 0.9: Nebula at least 0.9× tar's speed), the CPU
+seconds each used (less sensitive than wall time on a shared machine) and the worker's peak
+RSS (target < 150 MiB, not growing with the history). Nebula compresses at
 level 1 (``app.exports.archive.DEFAULT_COMPRESSLEVEL``) in a thread of its own; ``--level``
 changes that for a like-for-like comparison.
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,15 +84,18 @@ def populate(data_dir: Path, count: int, block: bytes) -> tuple[int, Path]:
     return history_id, services.object_store.root
 
 
-def run_tar(objects: Path, out: Path) -> float:
-    """Seconds for ``tar czf`` of the object store's files."""
+def run_tar(objects: Path, out: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of tar and its gzip) for ``tar czf`` of the object store's files."""
     started = time.perf_counter()
-    subprocess.run(["tar", "czf", str(out), "-C", str(objects), "."], check=True)
-    return time.perf_counter() - started
+    proc = subprocess.Popen(["tar", "czf", str(out), "-C", str(objects), "."])
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"tar failed ({status})")
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
-def run_worker(data_dir: Path, history_id: int, level: int | None) -> tuple[dict, float, int]:
-    """(task result, wall seconds, peak RSS in KiB) of a worker process doing the export."""
+def run_worker(data_dir: Path, history_id: int, level: int | None) -> tuple[dict, float, int, float]:
+    """(task result, wall seconds, peak RSS in KiB, CPU seconds) of a worker process doing the export."""
     env = dict(os.environ, NEBULA_DATA_DIR=str(data_dir), NEBULA_LOG_LEVEL="WARNING", NEBULA_LOG_FORMAT="console")
     args = [sys.executable, __file__, "--child", str(history_id)] + (["--level", str(level)] if level else [])
     started = time.perf_counter()
@@ -102,7 +107,7 @@ def run_worker(data_dir: Path, history_id: int, level: int | None) -> tuple[dict
     if status != 0:
         raise SystemExit(f"worker failed ({status}): {output.decode()[-2000:]}")
     result = json.loads(output.decode().strip().splitlines()[-1])
-    return result, elapsed, usage.ru_maxrss
+    return result, elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def child(history_id: int, level: int | None) -> None:
@@ -148,32 +153,36 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200], help="datasets per history (5 MiB each)")
     parser.add_argument("--content", choices=["text", "random"], default="text")
     parser.add_argument("--level", type=int, default=None, help="Nebula's gzip level (default: its setting, 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate tar and Nebula this many times; medians")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--keep", action="store_true", help="keep the data dirs")
     args = parser.parse_args()
     if args.child is not None:
         child(args.child, args.level)
         return
     block = make_block(args.content)
-    print(f"content: {args.content}; Nebula gzip level {args.level or 1}, tar czf (gzip level 6)")
+    print(f"content: {args.content}; Nebula gzip level {args.level or 1}, tar czf (gzip level 6); "
+          f"median of {args.repeat}; CPU = user+sys of tar+gzip / of the worker process")
     print(f"{'datasets':>8} {'GiB':>5} {'tar s':>7} {'tar MiB/s':>9} {'nebula s':>8} {'nebula MiB/s':>12} "
-          f"{'ratio':>6} {'worker peak MiB':>15} {'tgz MiB':>8} {'nebula MiB':>10}")
+          f"{'ratio':>6} {'tar CPU s':>9} {'nebula CPU s':>12} {'worker peak MiB':>15} {'tgz MiB':>8} {'nebula MiB':>10}")
     for count in args.sizes:
         with tempfile.TemporaryDirectory(prefix="nebula-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
             data_dir = Path(tmp) / "data"
             history_id, objects = populate(data_dir, count, block)
             total = sum(p.stat().st_size for p in objects.rglob("*.dat"))
             tar_out = Path(tmp) / "tar.tgz"
-            tar_s = run_tar(objects, tar_out)
-            result, _, peak_kib = run_worker(data_dir, history_id, args.level)
-            nebula_s = result["task_seconds"]
-            ratio = tar_s / nebula_s
+            tars, nebulas, peaks = [], [], []
+            for _ in range(args.repeat):
+                tars.append(run_tar(objects, tar_out))
+                result, _, peak_kib, cpu = run_worker(data_dir, history_id, args.level)
+                nebulas.append((result["task_seconds"], cpu))
+                peaks.append(peak_kib)
+                Path(result["archive"]).unlink(missing_ok=True)
+            tar_s, tar_cpu = statistics.median(t for t, _ in tars), statistics.median(c for _, c in tars)
+            nebula_s, nebula_cpu = statistics.median(n for n, _ in nebulas), statistics.median(c for _, c in nebulas)
             print(f"{count:>8} {total / (1 << 30):>5.2f} {tar_s:>7.1f} {total / MIB / tar_s:>9.1f} {nebula_s:>8.1f} "
-                  f"{total / MIB / nebula_s:>12.1f} {ratio:>6.2f} {peak_kib / 1024:>15.1f} "
-                  f"{tar_out.stat().st_size / MIB:>8.0f} {result['archive_bytes'] / MIB:>10.0f}", flush=True)
-            if args.keep:
-                print("kept", tmp)
-                input("press enter to remove it")
+                  f"{total / MIB / nebula_s:>12.1f} {tar_s / nebula_s:>6.2f} {tar_cpu:>9.1f} {nebula_cpu:>12.1f} "
+                  f"{max(peaks) / 1024:>15.1f} {tar_out.stat().st_size / MIB:>8.0f} {result['archive_bytes'] / MIB:>10.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,24 @@ def test_beat_has_the_cleanup_and_it_runs(stack):
     sts.finalize(meta.request_id)
     time.sleep(1.1)
     assert periodic.run(stack.runtime) == 1
+
+
+def test_abandoned_import_staging_is_removed(stack):
+    from app.exports.importer import cleanup_staging
+
+    root = stack.settings.resolved_data_dir / "imports"
+    old, fresh = root / ("a" * 32), root / ("b" * 32)
+    for path in (old, fresh):
+        path.mkdir(parents=True)
+        (path / "archive").write_bytes(b"x")
+    stamp = time.time() - stack.settings.short_term_storage_maximum_duration - 10
+    os.utime(old, (stamp, stamp))
+    assert cleanup_staging(stack.settings) == 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_openapi_lists_the_export_routes(stack):
+    paths = stack.client().get("/api/openapi.json").json["paths"]
+    for path in ("/api/short_term_storage/{storage_request_id}/ready", "/api/histories/{history_id}/prepare_store_download",
+                 "/api/histories/{history_id}/contents/bulk", "/api/invocations/{invocation_id}/report.pdf"):
+        assert path in paths, sorted(paths)
