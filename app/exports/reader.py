@@ -166,8 +166,18 @@ def _tar_members(tar: tarfile.TarFile, stream: BinaryIO, staging: Path, budget: 
     return found
 
 
+def _zip_entry_count(archive: Path) -> int | None:
+    """The member count the end record declares, read before zipfile parses the directory."""
+    with archive.open("rb") as handle:
+        end = zipfile._EndRecData(handle)  # noqa: SLF001 - no public way to see the count first
+    return None if end is None else end[zipfile._ECD_ENTRIES_TOTAL]  # noqa: SLF001
+
+
 def _unpack_zip(archive: Path, staging: Path, budget: _Budget) -> dict[str, StagedMember]:
     found: dict[str, StagedMember] = {}
+    declared = _zip_entry_count(archive)
+    if declared is not None and declared > budget.max_members:
+        raise ArchiveRejected(f"the archive has more than {budget.max_members} members")
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         for info in infos:

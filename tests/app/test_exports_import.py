@@ -192,3 +192,16 @@ def test_import_needs_a_source(stack):
     assert bad.status_code == 400
     plain = api.post("/api/histories", json={"name": "still works"})
     assert plain.status_code == 200 and plain.json["name"] == "still works"
+
+
+def test_reader_refuses_too_many_zip_members_before_parsing(tmp_path):
+    from app.exports.errors import ArchiveRejected
+    from app.exports.reader import unpack
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(50):
+            zf.writestr(f"f{i}", b"")
+    with pytest.raises(ArchiveRejected, match="more than 10 members"):
+        unpack(archive, tmp_path / "out", ArchiveLimits(max_members=10))
+    assert unpack(archive, tmp_path / "ok", ArchiveLimits(max_members=100))["f3"].size == 0
