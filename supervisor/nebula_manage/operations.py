@@ -141,6 +141,15 @@ def graceful(op: Operator, names: tuple[str, ...], timeout: float | None = None)
     for name in pending.added:
         op.backend.add(name)
         op.say(f"{name}: added")
+    known = {p.name for p in op.programs}
+    for name in pending.changed:
+        if name not in known:  # a helper such as the watchdog: nothing to drain
+            op.backend.replace(name)
+            op.say(f"{name}: restarted with its new configuration")
+    skipped = [p.name for p in op.programs if p.name in pending.changed and p not in chosen]
+    if skipped:
+        op.say(f"not reloaded now, though their settings changed: {', '.join(skipped)} "
+                "(`manage graceful` without names applies them)")
     # web one instance at a time, so one always answers; then the rest together
     webs = [p for p in chosen if p.kind == "web" and p.name not in pending.added]
     others = [p for p in chosen if p.kind != "web" and p.name not in pending.added]

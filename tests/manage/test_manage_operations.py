@@ -197,3 +197,13 @@ def test_unknown_program_names_are_an_error(tmp_path):
     op, _ = operator(tmp_path, ["127.0.0.1:8080"])
     with pytest.raises(operations.ManageError, match="no program named wbe here"):
         operations.graceful(op, ("wbe",))
+
+
+def test_graceful_applies_a_changed_helper_and_names_what_it_leaves(tmp_path, answering):
+    op, said = operator(tmp_path, ["127.0.0.1:8080"])
+    op.backend.loaded["watchdog"] = "RUNNING"
+    op.backend.next_pending = Pending(changed=["watchdog", "worker-main"])
+    assert operations.graceful(op, ("web",)) == 0
+    assert op.backend.calls == [("replace", "watchdog"), ("signal", "web-0", "HUP")]
+    assert any(line.startswith("not reloaded now, though their settings changed: worker-main")
+               for line in said)
