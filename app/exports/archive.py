@@ -2,8 +2,8 @@
 
 A writer takes members one at a time (``add_file`` from an open file, ``add_bytes`` for
 small generated files) and never holds a member in memory. The tar.gz writer compresses
-in a second thread fed through a bounded queue: reading and hashing the next dataset
-overlaps compressing the last, as ``tar czf`` overlaps tar and gzip in two processes.
+4 MiB pieces on a small thread pool (as pigz does) while the writing thread reads and
+hashes the next file; at most a few pieces are in flight, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import queue
+import os
 import tarfile
-import threading
 import time
 import zipfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -107,10 +108,10 @@ class TarWriter:
 
     def __init__(self, path: Path, compresslevel: int | None):
         self.raw = path.open("wb")
-        self.sink: _ThreadedGzip | None = None
+        self.sink: _ParallelGzip | None = None
         out: BinaryIO = self.raw
         if compresslevel is not None:
-            self.sink = _ThreadedGzip(self.raw, compresslevel)
+            self.sink = _ParallelGzip(self.raw, compresslevel)
             out = self.sink  # type: ignore[assignment]
         self.tar = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK)
 
@@ -145,18 +146,27 @@ class TarWriter:
         self.raw.close()
 
 
-class _ThreadedGzip(io.RawIOBase):
-    """A write-only stream gzip-compressing in a thread; at most ``depth`` MiB in flight."""
+class _ParallelGzip(io.RawIOBase):
+    """A write-only gzip stream compressed on a small thread pool, as pigz does.
 
-    def __init__(self, raw: BinaryIO, compresslevel: int, depth: int = 8):
+    The stream is cut into ``PIECE``-sized pieces, each compressed as a gzip member of its
+    own (zlib releases the GIL, so pieces compress on all cores while the writing thread
+    reads and hashes the next file); members are written in order, and concatenated gzip
+    members are one valid gzip file (RFC 1952). At most ``2 × threads`` pieces are in
+    flight, which bounds the memory whatever the archive's size.
+    """
+
+    PIECE = 4 << 20
+
+    def __init__(self, raw: BinaryIO, compresslevel: int, threads: int | None = None):
+        self.raw = raw
+        self.level = compresslevel
+        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="export-gzip")
+        self.pending: deque[Future[bytes]] = deque()
         self.buffer = bytearray()
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.gzip = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0)
-        self.thread = threading.Thread(target=self._run, name="export-gzip", daemon=True)
-        self.thread.start()
-        self.finished = False
         self.position = 0
+        self.finished = False
 
     def writable(self) -> bool:
         return True
@@ -164,47 +174,36 @@ class _ThreadedGzip(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def _run(self) -> None:
-        try:
-            while (chunk := self.queue.get()) is not None:
-                self.gzip.write(chunk)
-            self.gzip.close()
-        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
-            self.error = exc
-            # Keep draining so the producer never blocks on a full queue.
-            while self.queue.get() is not None:
-                pass
-
-    def _put(self, item: bytes | None) -> None:
-        if self.error is not None:
-            raise OSError(f"compressing the archive failed: {self.error}") from self.error
-        self.queue.put(item)
-
     def write(self, data) -> int:  # type: ignore[override]
         self.position += len(data)
         self.buffer += data
-        if len(self.buffer) >= CHUNK:
-            self._put(bytes(self.buffer))
-            self.buffer.clear()
+        while len(self.buffer) >= self.PIECE:
+            self._submit(bytes(self.buffer[: self.PIECE]))
+            del self.buffer[: self.PIECE]
         return len(data)
+
+    def _submit(self, piece: bytes) -> None:
+        self.pending.append(self.pool.submit(gzip.compress, piece, self.level, mtime=0))
+        while len(self.pending) > 2 * self.threads:
+            self.raw.write(self.pending.popleft().result())
 
     def close(self) -> None:
         if self.finished:
             return
         self.finished = True
-        if self.buffer:
-            self._put(bytes(self.buffer))
-            self.buffer.clear()
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise OSError(f"compressing the archive failed: {self.error}") from self.error
+        try:
+            if self.buffer or not self.position:
+                self._submit(bytes(self.buffer))
+                self.buffer.clear()
+            while self.pending:
+                self.raw.write(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
         if not self.finished:
             self.finished = True
-            self.queue.put(None)
-            self.thread.join(timeout=30)
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ZipWriter:
