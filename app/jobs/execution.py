@@ -1,9 +1,9 @@
 """Running a rendered command: its own process group, a clean environment, a wall-time limit.
 
 A simple command runs from its argv list with the redirections opened here (no shell); any
-other command runs as ``bash command.sh`` from the job's working directory, where the
-script is written either way. stdout and stderr go to files there and only their tails
-(``cap`` bytes) are kept.
+other command is written to ``command.sh`` in the job's working directory and runs as
+``bash command.sh``. stdout and stderr go to files there and only their tails (``cap``
+bytes) are kept; the job row records the script either way.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import resource
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from app.jobs.monitor import JobMonitor, kill_group
 from app.tools.command import RenderedCommand
@@ -37,9 +38,9 @@ def job_environment(job_id: int, workdir: Path, cpus: int) -> dict[str, str]:
     return {
         "PATH": PATH,
         "HOME": str(workdir),
-        "TMPDIR": str(workdir / "tmp"),
-        "TMP": str(workdir / "tmp"),
-        "TEMP": str(workdir / "tmp"),
+        "TMPDIR": str(workdir),
+        "TMP": str(workdir),
+        "TEMP": str(workdir),
         "LANG": "C",
         "LC_ALL": "C",
         "GALAXY_SLOTS": str(cpus),
@@ -57,42 +58,68 @@ def run_command(
     cap: int,
     monitor: JobMonitor,
     memory_mb: int | None = None,
+    output_ids: list[int] | None = None,
 ) -> Execution:
-    """Run the command to its end (or until killed); return exit code and output tails."""
-    (workdir / SCRIPT).write_text(f"#!{SHELL}\n{command.script}\n", encoding="utf-8", errors="surrogateescape")
-    with open(workdir / STDERR, "wb") as err:
+    """Run the command to its end (or until stopped); return exit code and output tails.
+
+    The thread blocks in waitpid; the monitor enforces the wall time (and cancellation),
+    so no polling loop adds latency to a job of a few milliseconds.
+    """
+    if command.argv is None:
+        (workdir / SCRIPT).write_text(f"#!{SHELL}\n{command.script}\n", encoding="utf-8", errors="surrogateescape")
+    with open(workdir / STDERR, "w+b") as err:
+        out = None
         try:
-            process = _spawn(command, workdir, env, err)
+            process, out = _spawn(command, workdir, env, err)
         except OSError as exc:
             return Execution(127 if isinstance(exc, FileNotFoundError) else 1, "", f"{exc.filename or ''}: {exc.strerror}\n")
-    if memory_mb:
-        _limit_memory(process.pid, memory_mb)
-    running = monitor.register(job_id, process)
-    try:
+        if memory_mb:
+            _limit_memory(process.pid, memory_mb)
+        running = monitor.register(job_id, process, output_ids or [], deadline=wall_time)
         try:
-            code = process.wait(timeout=wall_time)
-        except subprocess.TimeoutExpired:
-            monitor.stop(running, f"wall time limit of {wall_time:g} s exceeded")
             code = process.wait()
-    finally:
-        monitor.unregister(job_id)
-        kill_group(process.pid)  # whatever the command left running in the background
-    return Execution(code, tail(workdir / STDOUT, cap), tail(workdir / STDERR, cap), running.stop_reason)
+        finally:
+            monitor.unregister(job_id)
+            kill_group(process.pid)  # whatever the command left running in the background
+        stdout = _tail(out, cap) if out is not None else ""
+        if out is not None:
+            out.close()
+        return Execution(code, stdout, _tail(err, cap), running.stop_reason)
 
 
-def _spawn(command: RenderedCommand, workdir: Path, env: dict[str, str], err) -> subprocess.Popen:
-    """Start the process: argv with redirections, or bash on the script."""
+def _spawn(command: RenderedCommand, workdir: Path, env: dict[str, str], err: BinaryIO
+           ) -> tuple[subprocess.Popen, BinaryIO | None]:
+    """Start the process (argv with redirections, or bash on the script).
+
+    Returns the process and, when its stdout is not redirected to an output, the open
+    file capturing it (read back for the job's stdout).
+    """
     common = dict(cwd=workdir, env=env, stderr=err, start_new_session=True, close_fds=True)
-    if command.argv is None:
-        with open(workdir / STDOUT, "wb") as out:
-            return subprocess.Popen([SHELL, SCRIPT], stdin=subprocess.DEVNULL, stdout=out, **common)
-    target = workdir / (command.stdout or STDOUT)
-    mode = "ab" if command.stdout and command.append else "wb"
-    with open(target, mode) as out:
+    if command.argv is None or command.stdout is None:
+        captured = open(workdir / STDOUT, "w+b")
+        try:
+            argv = [SHELL, SCRIPT] if command.argv is None else command.argv
+            if command.argv is not None and command.stdin is not None:
+                with open(workdir / command.stdin, "rb") as source:
+                    return subprocess.Popen(argv, stdin=source, stdout=captured, **common), captured
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=captured, **common), captured
+        except BaseException:
+            captured.close()
+            raise
+    with open(workdir / command.stdout, "ab" if command.append else "wb") as out:
         if command.stdin is None:
-            return subprocess.Popen(command.argv, stdin=subprocess.DEVNULL, stdout=out, **common)
+            return subprocess.Popen(command.argv, stdin=subprocess.DEVNULL, stdout=out, **common), None
         with open(workdir / command.stdin, "rb") as source:
-            return subprocess.Popen(command.argv, stdin=source, stdout=out, **common)
+            return subprocess.Popen(command.argv, stdin=source, stdout=out, **common), None
+
+
+def _tail(handle: BinaryIO, cap: int) -> str:
+    """The last ``cap`` bytes written to an open file (nothing read when it is empty)."""
+    size = os.fstat(handle.fileno()).st_size
+    if not size:
+        return ""
+    handle.seek(max(0, size - cap))
+    return _text(handle.read(cap), size, cap)
 
 
 def _limit_memory(pid: int, memory_mb: int) -> None:
@@ -105,14 +132,15 @@ def _limit_memory(pid: int, memory_mb: int) -> None:
 
 
 def tail(path: Path, cap: int) -> str:
-    """The last ``cap`` bytes of a file as text (NUL bytes dropped: the database refuses them)."""
+    """The last ``cap`` bytes of a file as text."""
     try:
-        size = path.stat().st_size
         with path.open("rb") as handle:
-            if size > cap:
-                handle.seek(size - cap)
-            data = handle.read(cap)
+            return _tail(handle, cap)
     except FileNotFoundError:
         return ""
+
+
+def _text(data: bytes, size: int, cap: int) -> str:
+    """Bytes as text for the database (NUL dropped: PostgreSQL refuses it), marked when cut."""
     text = data.decode("utf-8", errors="replace").replace("\x00", "")
     return f"[… {size - cap} bytes cut …]\n{text}" if size > cap else text

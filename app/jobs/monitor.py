@@ -1,11 +1,12 @@
 """The per-process monitor of running jobs: cancellation, heartbeats and process ids.
 
-One thread per worker process wakes every half second while jobs run. It reads the states
+One thread per worker process wakes every half second while jobs run. It stops jobs past
+their wall time. It reads the states
 of this process's jobs in one query and kills the process group of any job set to
 ``deleting`` (SIGTERM, SIGKILL a few seconds later); every ``HEARTBEAT`` seconds it bumps
-their ``update_time``, which tells other workers the job's holder is alive; and it
-records the process group of jobs that run longer than a moment, so that a re-run after
-this worker's death can stop what was left behind.
+their ``update_time``, which tells other workers the job's holder is alive; and for jobs
+that run longer than a moment it records the process group (so that a re-run after this
+worker's death can stop what was left behind) and shows their outputs as running.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import Job, JobState
+from app.models import Dataset, DatasetState, Job, JobState
 from app.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class RunningJob:
 
     job_id: int
     process: subprocess.Popen
+    output_ids: list[int] = field(default_factory=list)
+    deadline: float | None = None  # seconds of wall time allowed
     started: float = field(default_factory=time.monotonic)
     pid_recorded: bool = False
     stop_reason: str | None = None
@@ -75,9 +78,10 @@ class JobMonitor:
         with self._lock:
             return job_id in self._jobs
 
-    def register(self, job_id: int, process: subprocess.Popen) -> RunningJob:
-        """Start watching a job's process."""
-        running = RunningJob(job_id, process)
+    def register(self, job_id: int, process: subprocess.Popen, output_ids: list[int], *,
+                 deadline: float | None = None) -> RunningJob:
+        """Watch a job's process: stop it after ``deadline`` seconds; show ``output_ids`` running after a while."""
+        running = RunningJob(job_id, process, output_ids, deadline)
         with self._lock:
             self._jobs[job_id] = running
             if self._thread_pid != os.getpid():
@@ -113,6 +117,8 @@ class JobMonitor:
             return
         now = time.monotonic()
         for job in running:
+            if job.deadline is not None and now - job.started > job.deadline:
+                self.stop(job, f"wall time limit of {job.deadline:g} s exceeded")
             if job.stop_time is not None and now - job.stop_time > KILL_GRACE and job.process.poll() is None:
                 kill_group(job.process.pid)
         ids = [job.job_id for job in running]
@@ -123,9 +129,13 @@ class JobMonitor:
                     self.stop(job, "deleted")
             for job in running:
                 if not job.pid_recorded and now - job.started > POLL:
+                    # Only now: a job of a few milliseconds is never worth these two writes.
                     job.pid_recorded = True
                     session.execute(sa.update(Job).where(Job.id == job.job_id, Job.worker_id == worker_id())
                                     .values(pid=job.process.pid))
+                    session.execute(sa.update(Dataset).where(Dataset.id.in_(job.output_ids),
+                                                             Dataset.state.in_([DatasetState.QUEUED, DatasetState.NEW]))
+                                    .values(state=DatasetState.RUNNING))
             if now - self._last_heartbeat >= HEARTBEAT:
                 self._last_heartbeat = now
                 session.execute(sa.update(Job).where(Job.id.in_(ids), Job.worker_id == worker_id())

@@ -1,38 +1,41 @@
 """Running one job in a worker: claim, wait for inputs, execute, collect outputs, finish.
 
-Two short transactions per job on the normal path:
+Two short transactions per job, on one connection held for the job:
 
-1. **claim** — ``UPDATE job SET state='running' … WHERE state IN ('queued','new')``, read
-   the inputs and outputs, mark the outputs running. A finished job is never claimed; a
-   job whose inputs are not ready goes back to ``new`` and is looked at again later (or as
-   soon as the job making its input finishes); a ``running`` job is taken over only when
-   its holder is dead (same host: its pid is gone; elsewhere: no heartbeat for a minute).
+1. **claim** — ``UPDATE job SET state='running' … WHERE state IN ('queued','new')`` and one
+   query for the inputs and outputs. A finished job is never claimed; a job whose inputs
+   are not ready goes back to ``new`` and is looked at again later (at once when the job
+   making its input ends); a ``running`` job is taken over only when its holder is dead
+   (same host: its pid is gone; elsewhere: no heartbeat for a minute).
 2. **finish** — conditional on still holding the job: job state, exit code, command line,
    stdout/stderr tails; every output's state and metadata; ``RunJob`` for jobs waiting on
    these outputs; ``AdvanceInvocation`` for a workflow's job.
 
-Between the two the command runs in a fresh working directory under the data dir.
+Between the two the command runs in a fresh working directory under the data dir. The
+statements are built once: a trivial job is dominated by these few round trips.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from app.datatypes import file_metadata
 from app.errors import NotFound
 from app.jobs import monitor as monitoring
 from app.jobs.context import InputDataset, Structure, build_context
 from app.jobs.execution import PATH, Execution, job_environment, run_command
+from app.jobs.outputs import measure, store_output
 from app.models import Dataset, DatasetState, Job, JobInput, JobOutput, JobState
 from app.models.base import utcnow
+from app.objectstore import ObjectStore
 from app.schemas.tasks import AdvanceInvocation, RunJob
 from app.services import collections
 from app.services.jobs import DELETED_INFO, discard_outputs
@@ -48,6 +51,52 @@ log = logging.getLogger(__name__)
 READY = frozenset({DatasetState.OK, DatasetState.EMPTY, DatasetState.FAILED_METADATA})
 FAILED = frozenset({DatasetState.ERROR, DatasetState.DISCARDED, DatasetState.DEFERRED})
 MAX_WAIT_MS = 10_000
+
+_job, _dataset, _input, _output = Job.__table__, Dataset.__table__, JobInput.__table__, JobOutput.__table__
+_bp = sa.bindparam
+
+CLAIM = (
+    sa.update(_job)
+    .where(_job.c.id == _bp("job_id"), _job.c.state.in_([JobState.QUEUED, JobState.NEW]))
+    .values(state=JobState.RUNNING, worker_id=_bp("worker"), attempts=_job.c.attempts + 1,
+            start_time=_bp("now"), update_time=_bp("now"), pid=None)
+    .returning(_job.c.tool_id, _job.c.params, _job.c.invocation_id)
+)
+TAKE_OVER = (
+    sa.update(_job)
+    .where(_job.c.id == _bp("job_id"), _job.c.state == JobState.RUNNING, _job.c.attempts == _bp("seen_attempts"))
+    .values(state=JobState.RUNNING, worker_id=_bp("worker"), attempts=_job.c.attempts + 1,
+            start_time=_bp("now"), update_time=_bp("now"), pid=None)
+    .returning(_job.c.tool_id, _job.c.params, _job.c.invocation_id)
+)
+_DATASET_COLUMNS = (_dataset.c.id, _dataset.c.state, _dataset.c.object_key, _dataset.c.extension,
+                    _dataset.c.name.label("dataset_name"), _dataset.c.hid, _dataset.c.metadata, _dataset.c.purged)
+DATASETS = sa.union_all(
+    sa.select(sa.literal(0).label("is_output"), _input.c.name.label("param"), *_DATASET_COLUMNS,
+              _input.c.id.label("position"))
+    .join(_dataset, _dataset.c.id == _input.c.dataset_id).where(_input.c.job_id == _bp("job_id")),
+    sa.select(sa.literal(1).label("is_output"), _output.c.name.label("param"), *_DATASET_COLUMNS,
+              _output.c.id.label("position"))
+    .join(_dataset, _dataset.c.id == _output.c.dataset_id).where(_output.c.job_id == _bp("job_id")),
+).order_by("is_output", "position")
+FINISH = (
+    sa.update(_job)
+    .where(_job.c.id == _bp("job_id"), _job.c.state == JobState.RUNNING, _job.c.worker_id == _bp("worker"))
+    .values(state=_bp("new_state"), exit_code=_bp("code"), command_line=_bp("script"), stdout=_bp("out"),
+            stderr=_bp("err"), info=_bp("why"), end_time=_bp("now"), update_time=_bp("now"), pid=None)
+)
+OUTPUT_OK = (
+    sa.update(_dataset)
+    .where(_dataset.c.id == _bp("dataset_id"))
+    .values(state=DatasetState.OK, object_key=_bp("key"), extension=_bp("ext"), file_size=_bp("size"),
+            line_count=_bp("lines"), peek=_bp("text_peek"), blurb=_bp("text_blurb"), info=None,
+            update_time=_bp("now"))
+)
+WAITING = (
+    sa.select(_input.c.job_id).distinct()
+    .join(_job, _job.c.id == _input.c.job_id)
+    .where(_input.c.dataset_id.in_(_bp("outputs", expanding=True)), _job.c.state == JobState.NEW)
+)
 
 _monitors: dict[int, monitoring.JobMonitor] = {}
 
@@ -68,7 +117,7 @@ class Claimed:
     tool_id: str
     params: dict[str, Any]
     invocation_id: int | None
-    inputs: list[Any]  # rows: param, id, state, object_key, extension, dataset_name, hid, metadata_, purged
+    inputs: list[Any]  # rows: param, id, state, object_key, extension, dataset_name, hid, metadata, purged
     outputs: list[tuple[str, int]]  # (output name, dataset id)
 
 
@@ -79,58 +128,57 @@ def job_dir(services: Services, job_id: int) -> Path:
 
 def run_job(services: Services, job_id: int, *, waits: int = 0) -> str:
     """Run a job if it is this worker's to run; return what happened (for logs and tests)."""
-    claimed, outcome = _claim(services, job_id, waits)
-    if claimed is None:
-        return outcome
-    try:
-        return _execute(services, claimed)
-    except Exception as exc:
-        log.exception("job %d failed inside the runner", job_id)
-        _finish_error(services, job_id, f"internal error while running the job: {type(exc).__name__}: {exc}")
-        return "error"
+    with services.engine.connect() as conn:
+        claimed, outcome = _claim(services, conn, job_id, waits)
+        if claimed is None:
+            return outcome
+        try:
+            return _execute(services, conn, claimed)
+        except Exception as exc:
+            log.exception("job %d failed inside the runner", job_id)
+            _finish_error(services, job_id, f"internal error while running the job: {type(exc).__name__}: {exc}")
+            return "error"
+
+
+def _session(services: Services, conn: Connection) -> Session:
+    """A session on the job's connection; its commit publishes what it sent (outbox)."""
+    return services.session_factory(bind=conn)
 
 
 # -- claim -------------------------------------------------------------------------------------
 
 
-def _claim(services: Services, job_id: int, waits: int) -> tuple[Claimed | None, str]:
-    me = monitoring.worker_id()
-    now = utcnow()
-    with services.session_factory.begin() as session:
-        claim = (sa.update(Job).values(state=JobState.RUNNING, worker_id=me, attempts=Job.attempts + 1,
-                                       start_time=now, update_time=now, pid=None)
-                 .returning(Job.tool_id, Job.params, Job.invocation_id))
-        row = session.execute(claim.where(Job.id == job_id, Job.state.in_([JobState.QUEUED, JobState.NEW]))).first()
+def _claim(services: Services, conn: Connection, job_id: int, waits: int) -> tuple[Claimed | None, str]:
+    with _session(services, conn) as session:
+        args = {"job_id": job_id, "worker": monitoring.worker_id(), "now": utcnow()}
+        row = session.execute(CLAIM, args).first()
         if row is None:
-            row, outcome = _take_over(session, services, job_id, claim)
+            row, outcome = _take_over(session, services, args)
             if row is None:
+                session.commit()
                 return None, outcome
-        inputs = session.execute(
-            sa.select(JobInput.name.label("param"), Dataset.id, Dataset.state, Dataset.object_key, Dataset.extension,
-                      Dataset.name.label("dataset_name"), Dataset.hid, Dataset.metadata_, Dataset.purged)
-            .join(Dataset, Dataset.id == JobInput.dataset_id).where(JobInput.job_id == job_id).order_by(JobInput.id)
-        ).all()
+        rows = session.execute(DATASETS, {"job_id": job_id}).all()
+        inputs = [r for r in rows if not r.is_output]
         failed = [i for i in inputs if i.state in FAILED or i.purged or (i.state in READY and not i.object_key)]
         if failed:
             bad = failed[0]
             _fail(session, services, job_id, row.invocation_id,
                   f"input dataset {bad.hid} ({bad.dataset_name}) of parameter '{bad.param}' is in state {bad.state}; "
                   "the job cannot run")
+            session.commit()
             return None, "input error"
         if any(i.state not in READY for i in inputs):
             _wait(session, services, job_id, waits)
+            session.commit()
             return None, "waiting"
-        outputs = session.execute(
-            sa.select(JobOutput.name, JobOutput.dataset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)
-        ).all()
-        session.execute(sa.update(Dataset).where(Dataset.id.in_([d for _, d in outputs]),
-                                                 Dataset.state.in_([DatasetState.QUEUED, DatasetState.NEW]))
-                        .values(state=DatasetState.RUNNING, update_time=now))
-    return Claimed(job_id, row.tool_id, row.params, row.invocation_id, inputs, [tuple(o) for o in outputs]), "claimed"
+        session.commit()
+    outputs = [(r.param, r.id) for r in rows if r.is_output]
+    return Claimed(job_id, row.tool_id, row.params, row.invocation_id, inputs, outputs), "claimed"
 
 
-def _take_over(session: Session, services: Services, job_id: int, claim: sa.Update) -> tuple[Any, str]:
+def _take_over(session: Session, services: Services, args: dict[str, Any]) -> tuple[Any, str]:
     """Claim a job that is not queued: only a running one whose holder died (or a deleting one)."""
+    job_id = args["job_id"]
     current = session.execute(
         sa.select(Job.state, Job.worker_id, Job.update_time, Job.attempts, Job.pid, Job.invocation_id)
         .where(Job.id == job_id)).first()
@@ -139,8 +187,7 @@ def _take_over(session: Session, services: Services, job_id: int, claim: sa.Upda
     if current.state in JobState.TERMINAL:
         return None, "finished"
     age = (utcnow() - current.update_time).total_seconds()
-    alive = monitoring.holder_is_alive(current.worker_id, age, job_id, monitor_for(services))
-    if alive:
+    if monitoring.holder_is_alive(current.worker_id, age, job_id, monitor_for(services)):
         return None, "held by a live worker"
     if current.state == JobState.DELETING:
         _mark_deleted(session, services, job_id, current.invocation_id)
@@ -148,8 +195,7 @@ def _take_over(session: Session, services: Services, job_id: int, claim: sa.Upda
     if current.state != JobState.RUNNING:
         return None, f"state {current.state}"
     monitoring.stop_leftovers(job_id, current.pid)
-    row = session.execute(claim.where(Job.id == job_id, Job.state == JobState.RUNNING,
-                                      Job.attempts == current.attempts)).first()
+    row = session.execute(TAKE_OVER, {**args, "seen_attempts": current.attempts}).first()
     if row is None:
         return None, "taken by another worker"
     log.warning("job %d: its worker %s is gone; running it again", job_id, current.worker_id)
@@ -167,21 +213,19 @@ def _wait(session: Session, services: Services, job_id: int, waits: int) -> None
 # -- execute -----------------------------------------------------------------------------------
 
 
-def _execute(services: Services, claimed: Claimed) -> str:
+def _execute(services: Services, conn: Connection, claimed: Claimed) -> str:
     settings = services.settings
-    store = services.object_store
     try:
         tool = toolbox(settings).get(claimed.tool_id)
     except NotFound:
         _finish_error(services, claimed.job_id, f"tool {claimed.tool_id!r} is not installed on this worker")
         return "error"
     workdir = job_dir(services, claimed.job_id)
-    shutil.rmtree(workdir, ignore_errors=True)
-    (workdir / "outputs").mkdir(parents=True)
-    (workdir / "tmp").mkdir()
-    datasets = {row.id: InputDataset(row.id, str(store.path(row.object_key)), row.extension, row.dataset_name,
-                                     row.hid, row.metadata_ or {}) for row in claimed.inputs}
-    outputs = {name: workdir / "outputs" / name for name, _ in claimed.outputs}
+    _fresh_directory(workdir)
+    store = services.object_store
+    datasets = {row.id: InputDataset(row.id, str(_stored_path(store, row.id, row.object_key)), row.extension,
+                                     row.dataset_name, row.hid, row.metadata or {}) for row in claimed.inputs}
+    outputs = {name: workdir / f"{name}.out" for name, _ in claimed.outputs}
     try:
         context = build_context(tool, claimed.params, datasets, _structures(services, tool, claimed.params), outputs)
         if tool.template is None:
@@ -189,18 +233,34 @@ def _execute(services: Services, claimed: Claimed) -> str:
         command = tool.template.render(context, path=PATH)
     except (CommandError, KeyError) as exc:
         _finish_error(services, claimed.job_id, f"the command could not be rendered: {exc}")
+        shutil.rmtree(workdir, ignore_errors=True)
         return "error"
     resources = tool.definition.resources
     wall_time = min(resources.walltime or settings.job_wall_time, settings.job_wall_time)
-    started = time.monotonic()
-    result = run_command(claimed.job_id, command, workdir, env=job_environment(claimed.job_id, workdir, resources.cpus),
-                         wall_time=wall_time, cap=settings.job_output_cap, monitor=monitor_for(services),
-                         memory_mb=resources.memory_mb)
-    log.debug("job %d ran in %.3f s (exit %s)", claimed.job_id, time.monotonic() - started, result.exit_code)
     try:
-        return _finish(services, claimed, tool, command.script, result, outputs)
+        result = run_command(claimed.job_id, command, workdir,
+                             env=job_environment(claimed.job_id, workdir, resources.cpus), wall_time=wall_time,
+                             cap=settings.job_output_cap, monitor=monitor_for(services),
+                             memory_mb=resources.memory_mb, output_ids=[d for _, d in claimed.outputs])
+        return _finish(services, conn, claimed, tool, command.script, result, outputs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fresh_directory(workdir: Path) -> None:
+    """An empty working directory (whatever an earlier attempt left is removed)."""
+    try:
+        os.mkdir(workdir)
+    except FileExistsError:
+        shutil.rmtree(workdir)
+        os.mkdir(workdir)
+    except FileNotFoundError:
+        workdir.mkdir(parents=True)
+
+
+def _stored_path(store: ObjectStore, dataset_id: int, key: str) -> Path:
+    """The file of a stored dataset (keys the store made itself need no resolving)."""
+    return store.root / key if key == store.key_for(dataset_id) else store.path(key)
 
 
 def _structures(services: Services, tool: Tool, params: dict[str, Any]) -> dict[tuple[str, int], Structure]:
@@ -224,40 +284,38 @@ def _structure(tree: list[collections.TreeElement]) -> list[tuple[str, Any]]:
 # -- finish ------------------------------------------------------------------------------------
 
 
-def _finish(services: Services, claimed: Claimed, tool: Tool, script: str, result: Execution,
+def _finish(services: Services, conn: Connection, claimed: Claimed, tool: Tool, script: str, result: Execution,
             outputs: dict[str, Path]) -> str:
     """Store outputs and record the end of the job, if this worker still holds it."""
     failure = result.failure or _exit_failure(result)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    now = utcnow()
     if failure is None:
-        extensions: dict[str, list[str]] = {}
-        for row in claimed.inputs:
-            extensions.setdefault(row.param, []).append(row.extension)
         missing = [name for name, path in outputs.items() if not path.is_file()]
         if missing:
             failure = f"the tool did not write output {missing[0]!r}"
         else:
-            rows = _store_outputs(services, claimed, tool, extensions, outputs)
+            rows = _store_outputs(services, claimed, tool, outputs, now)
     state = JobState.OK if failure is None else JobState.ERROR
-    now = utcnow()
-    with services.session_factory.begin() as session:
-        done = session.execute(
-            sa.update(Job).where(Job.id == claimed.job_id, Job.state == JobState.RUNNING,
-                                 Job.worker_id == monitoring.worker_id())
-            .values(state=state, exit_code=result.exit_code, command_line=script, stdout=result.stdout,
-                    stderr=result.stderr, info=failure, end_time=now, update_time=now, pid=None)
-        ).rowcount
+    with _session(services, conn) as session:
+        done = session.execute(FINISH, {
+            "job_id": claimed.job_id, "worker": monitoring.worker_id(), "new_state": state, "code": result.exit_code,
+            "script": script, "out": result.stdout, "err": result.stderr, "why": failure, "now": now,
+        }).rowcount
         if not done:
             current = session.scalar(sa.select(Job.state).where(Job.id == claimed.job_id))
             if current == JobState.DELETING:
                 _mark_deleted(session, services, claimed.job_id, claimed.invocation_id)
-                return "deleted"
-            return f"lost the job (now {current})"
-        if failure is None:
-            session.execute(sa.update(Dataset), rows)
+                state = JobState.DELETED
+            else:
+                state = f"lost the job (now {current})"
+        elif failure is None:
+            session.execute(OUTPUT_OK, rows)
+            _after_end(session, services, claimed.invocation_id, [d for _, d in claimed.outputs])
         else:
             _error_outputs(session, claimed.job_id, failure)
-        _after_end(session, services, claimed.job_id, claimed.invocation_id)
+            _after_end(session, services, claimed.invocation_id, [d for _, d in claimed.outputs])
+        session.commit()
     return state
 
 
@@ -269,22 +327,22 @@ def _exit_failure(result: Execution) -> str | None:
     return f"the tool exited with code {result.exit_code}:\n{detail}"[-4000:]
 
 
-def _store_outputs(services: Services, claimed: Claimed, tool: Tool, extensions: dict[str, list[str]],
-                   outputs: dict[str, Path]) -> list[dict[str, Any]]:
+def _store_outputs(services: Services, claimed: Claimed, tool: Tool, outputs: dict[str, Path],
+                   now: Any) -> list[dict[str, Any]]:
     """Move each output into the object store and measure it; the rows for the bulk UPDATE."""
-    store = services.object_store
+    extensions: dict[str, list[str]] = {}
+    for row in claimed.inputs:
+        extensions.setdefault(row.param, []).append(row.extension)
     by_name = dict(claimed.outputs)
-    now = utcnow()
     rows = []
     for output in tool.outputs:
         dataset_id = by_name.get(output.name)
         if dataset_id is None:
             continue
-        key = store.put(dataset_id, outputs[output.name])
-        meta = file_metadata(store.path(key), output_format(tool, output, extensions))
-        rows.append({"id": dataset_id, "state": DatasetState.OK, "object_key": key, "extension": meta.extension,
-                     "file_size": meta.file_size, "line_count": meta.line_count, "peek": meta.peek,
-                     "blurb": meta.blurb, "info": None, "update_time": now})
+        key, path = store_output(services.object_store, dataset_id, outputs[output.name])
+        meta = measure(path, output_format(tool, output, extensions))
+        rows.append({"dataset_id": dataset_id, "key": key, "ext": meta.extension, "size": meta.file_size,
+                     "lines": meta.line_count, "text_peek": meta.peek, "text_blurb": meta.blurb, "now": now})
     return rows
 
 
@@ -297,18 +355,17 @@ def _error_outputs(session: Session, job_id: int, message: str) -> None:
     )
 
 
-def _after_end(session: Session, services: Services, job_id: int, invocation_id: int | None) -> None:
+def _after_end(session: Session, services: Services, invocation_id: int | None, output_ids: list[int]) -> None:
     """Wake jobs waiting on this job's outputs, and the invocation the job belongs to."""
-    waiting = session.scalars(
-        sa.select(JobInput.job_id).distinct()
-        .join(Job, Job.id == JobInput.job_id)
-        .where(JobInput.dataset_id.in_(sa.select(JobOutput.dataset_id).where(JobOutput.job_id == job_id)),
-               Job.state == JobState.NEW)
-    ).all()
-    for waiting_id in waiting:
-        services.enqueuer.send(session, RunJob(job_id=waiting_id))
+    if output_ids:
+        for waiting_id in session.scalars(WAITING, {"outputs": output_ids}).all():
+            services.enqueuer.send(session, RunJob(job_id=waiting_id))
     if invocation_id is not None:
         services.enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id))
+
+
+def _output_ids(session: Session, job_id: int) -> list[int]:
+    return list(session.scalars(sa.select(JobOutput.dataset_id).where(JobOutput.job_id == job_id)))
 
 
 def _fail(session: Session, services: Services, job_id: int, invocation_id: int | None, message: str) -> None:
@@ -317,11 +374,11 @@ def _fail(session: Session, services: Services, job_id: int, invocation_id: int 
     session.execute(sa.update(Job).where(Job.id == job_id)
                     .values(state=JobState.ERROR, info=message[:4000], end_time=now, update_time=now))
     _error_outputs(session, job_id, message)
-    _after_end(session, services, job_id, invocation_id)
+    _after_end(session, services, invocation_id, _output_ids(session, job_id))
 
 
 def _finish_error(services: Services, job_id: int, message: str) -> None:
-    """End a job this worker holds in error (its outputs too)."""
+    """End a job this worker holds in error (its outputs too), in a transaction of its own."""
     with services.session_factory.begin() as session:
         ended = session.execute(
             sa.update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING, Job.worker_id == monitoring.worker_id())
@@ -329,7 +386,7 @@ def _finish_error(services: Services, job_id: int, message: str) -> None:
             .returning(Job.invocation_id)).first()
         if ended is not None:
             _error_outputs(session, job_id, message)
-            _after_end(session, services, job_id, ended.invocation_id)
+            _after_end(session, services, ended.invocation_id, _output_ids(session, job_id))
 
 
 def _mark_deleted(session: Session, services: Services, job_id: int, invocation_id: int | None) -> None:
@@ -338,4 +395,4 @@ def _mark_deleted(session: Session, services: Services, job_id: int, invocation_
     session.execute(sa.update(Job).where(Job.id == job_id)
                     .values(state=JobState.DELETED, info=DELETED_INFO, end_time=now, update_time=now, pid=None))
     discard_outputs(session, job_id)
-    _after_end(session, services, job_id, invocation_id)
+    _after_end(session, services, invocation_id, _output_ids(session, job_id))

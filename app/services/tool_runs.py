@@ -62,7 +62,11 @@ class DatabaseResolver:
 
     def collection(self, src: str, ref: Any, where: str) -> CollectionRef:
         """One of the user's collections (an HDCA, or a nested element with src 'dce')."""
-        return collections.collection_ref(self.session, self.user, src, self._id(ref, "collection", where), where)
+        return self.collection_by_id(src, self._id(ref, "collection", where), where)
+
+    def collection_by_id(self, src: str, ref_id: int, where: str) -> CollectionRef:
+        """Like ``collection``, for a database id (as validated parameters hold)."""
+        return collections.collection_ref(self.session, self.user, src, ref_id, where)
 
     def elements(self, collection_id: int) -> list[ElementRef]:
         """A collection's elements; the first call loads the whole tree, level by level."""
@@ -93,7 +97,7 @@ def job_inputs(tool: Tool, params: dict[str, Any], resolver: DatabaseResolver) -
         if value.get("src") == "hda":
             ids = [value["id"]]
         else:
-            ref = resolver.collection(value["src"], value["id"], name)
+            ref = resolver.collection_by_id(value["src"], value["id"], name)
             ids = resolver.leaves(ref.collection_id)
         inputs.setdefault(name, []).extend(ids)
     return inputs
@@ -136,14 +140,12 @@ def run_tool(
 
 
 def _outputs(session: Session, jobs: list[Job]) -> list[tuple[str, Dataset]]:
-    """(output name, dataset) of every job, in job order."""
+    """(output name, dataset) of every job, in job order (new ones are in the session already)."""
     links = [(o.name, o.dataset_id) for job in jobs for o in job.outputs]
-    ids = [dataset_id for _, dataset_id in links]
-    found: dict[int, Dataset] = {}
-    for start in range(0, len(ids), 900):
-        for dataset in session.scalars(sa.select(Dataset).where(Dataset.id.in_(ids[start : start + 900]))):
-            found[dataset.id] = dataset
-    return [(name, found[dataset_id]) for name, dataset_id in links]
+    missing = [d for _, d in links if session.identity_map.get(sa.inspect(Dataset).identity_key_from_primary_key((d,))) is None]
+    for start in range(0, len(missing), 900):
+        session.scalars(sa.select(Dataset).where(Dataset.id.in_(missing[start : start + 900]))).all()
+    return [(name, session.get(Dataset, dataset_id)) for name, dataset_id in links]  # type: ignore[misc]
 
 
 def _implicit_collections(session: Session, user: User, history: History, tool: Tool, mapped: Batch,
