@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, Timestamps, utcnow
+from app.models.jobs import Job
 
 
 class StepType:
@@ -89,7 +90,7 @@ class Workflow(Base):
     uuid: Mapped[str] = mapped_column(sa.String(36), index=True)
     annotation: Mapped[str | None] = mapped_column(sa.Text)
     # The normalized native (.ga) description, subworkflows inline: the source of exports.
-    definition: Mapped[dict] = mapped_column(default=dict)
+    definition: Mapped[dict] = mapped_column(default=dict, deferred=True)
     create_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     stored_workflow: Mapped[StoredWorkflow | None] = relationship(back_populates="versions")
@@ -214,3 +215,9 @@ class WorkflowInvocationMessage(Base):
     output_name: Mapped[str | None] = mapped_column(sa.String(255))
     details: Mapped[str | None] = mapped_column(sa.Text)
     create_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# Schedulers ask after every finished job whether an invocation (or one of its steps) still
+# has unfinished jobs; this index answers that without reading the finished ones. It is
+# declared here, next to the queries that need it, on the jobs table.
+sa.Index("ix_job_invocation_id_state", Job.invocation_id, Job.state)

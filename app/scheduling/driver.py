@@ -83,7 +83,7 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
             run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer)
             outcome = get_scheduler(invocation.scheduler, settings).schedule(run)
             if outcome.again:
-                enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id))
+                run.request_next_pass()
             elif outcome.retry_after is not None:
                 enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id),
                               delay_ms=int(outcome.retry_after * 1000))

@@ -30,7 +30,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.scheduling import steps as step_modules
 from app.scheduling.plugin import Outcome
-from app.scheduling.values import StepFailure, ValueReader
+from app.scheduling.values import ACTIVE_JOB_STATES, StepFailure, ValueReader
 from app.schemas.tasks import AdvanceInvocation
 from app.settings import Settings
 from app.workflows.plan import PlanStep, WorkflowPlan, load_plan
@@ -47,16 +47,34 @@ class InvocationRun:
         self.settings = settings
         self.enqueuer = enqueuer
         self.plan: WorkflowPlan = load_plan(session, invocation.workflow_id)
-        self.rows: dict[int, WorkflowInvocationStep] = {
-            row.order_index: row
-            for row in session.scalars(
-                sa.select(WorkflowInvocationStep).where(WorkflowInvocationStep.invocation_id == invocation.id)
-            )
-        }
-        self.values = ValueReader(session)
+        self._rows: dict[int, WorkflowInvocationStep] | None = None
+        self.values = ValueReader(session, invocation.id)
         self.jobs_created = 0
         self.changed = False
         self.initial_state = invocation.state
+        self.next_pass_requested = False
+
+    @property
+    def rows(self) -> dict[int, WorkflowInvocationStep]:
+        """The invocation's step rows by order index (read on first use)."""
+        if self._rows is None:
+            self._rows = {
+                row.order_index: row
+                for row in self.session.scalars(
+                    sa.select(WorkflowInvocationStep).where(WorkflowInvocationStep.invocation_id == self.invocation.id)
+                )
+            }
+        return self._rows
+
+    def request_next_pass(self) -> None:
+        """Ask for another iteration right after this one commits (sent once per iteration).
+
+        Sent before a slice's job messages, so the next iteration can start while this
+        one's messages are still being published.
+        """
+        if not self.next_pass_requested:
+            self.next_pass_requested = True
+            self.enqueuer.send(self.session, AdvanceInvocation(invocation_id=self.invocation.id))
 
     # -- the iteration -----------------------------------------------------------------
 
@@ -73,6 +91,10 @@ class InvocationRun:
             self.fail(StepFailure("unexpected_failure",
                                   details=f"the invocation was still running after {limit} s "
                                           "(maximum_workflow_invocation_duration)"))
+            return Outcome()
+        if invocation.state == InvocationState.SCHEDULED:
+            # Every step is scheduled: only its jobs (and sub-invocations) are awaited.
+            self._check_completion()
             return Outcome()
         if invocation.state == InvocationState.NEW:
             self.set_state(InvocationState.READY)
@@ -180,9 +202,7 @@ class InvocationRun:
         """scheduled → completed once its jobs and sub-invocations are done (failed if a job failed)."""
         invocation_id = self.invocation.id
         active_job = self.session.scalar(
-            sa.select(Job.id).where(Job.invocation_id == invocation_id,
-                                    Job.state.in_([JobState.NEW, JobState.QUEUED, JobState.RUNNING, JobState.DELETING]))
-            .limit(1)
+            sa.select(Job.id).where(Job.invocation_id == invocation_id, Job.state.in_(ACTIVE_JOB_STATES)).limit(1)
         )
         if active_job is not None:
             return

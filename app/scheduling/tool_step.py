@@ -227,6 +227,8 @@ def _continue_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocat
                                   details=f"input {item['name']!r}: the mapped collection changed while scheduling")
             _prefetch(resolver, item, units)
             per_input.append((item, units))
+        if start + size < total:
+            run.request_next_pass()
         raws = []
         for j in range(size):
             raw = dict(plan["base"])

@@ -14,12 +14,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from app.models import Dataset, DatasetCollection, DatasetCollectionElement, DatasetState, HistoryDatasetCollection
+from app.models import (
+    Dataset,
+    DatasetCollection,
+    DatasetCollectionElement,
+    DatasetState,
+    HistoryDatasetCollection,
+    Job,
+    JobState,
+)
 from app.models.collections import PopulatedState
 
 # Dataset states a consumer can use, and states that mean it never will be.
 USABLE_STATES = frozenset({DatasetState.OK, DatasetState.EMPTY, DatasetState.FAILED_METADATA, DatasetState.DEFERRED})
 FAILED_STATES = frozenset({DatasetState.ERROR, DatasetState.DISCARDED, DatasetState.PAUSED})
+ACTIVE_JOB_STATES = (JobState.NEW, JobState.QUEUED, JobState.RUNNING, JobState.DELETING)
 
 
 class StepFailure(Exception):
@@ -58,6 +67,9 @@ class CollectionInfo:
     element_count: int
     name: str
     hid: int
+    # Set for a map-over's implicit output: the invocation and step whose jobs fill it.
+    invocation_id: int | None = None
+    invocation_step_id: int | None = None
 
     @property
     def depth(self) -> int:
@@ -81,8 +93,9 @@ def through_levels(stmt: sa.Select, collection_id: int, levels: list[Any]) -> sa
 class ValueReader:
     """Reads the state of values for one iteration, caching what it read."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, invocation_id: int | None = None):
         self.session = session
+        self.invocation_id = invocation_id
         self._collections: dict[int, CollectionInfo] = {}
 
     def collection(self, hdca_id: int) -> CollectionInfo:
@@ -92,7 +105,8 @@ class ValueReader:
             row = self.session.execute(
                 sa.select(HistoryDatasetCollection.id, DatasetCollection.id, DatasetCollection.collection_type,
                           DatasetCollection.populated_state, DatasetCollection.element_count,
-                          HistoryDatasetCollection.name, HistoryDatasetCollection.hid)
+                          HistoryDatasetCollection.name, HistoryDatasetCollection.hid,
+                          HistoryDatasetCollection.invocation_id, HistoryDatasetCollection.invocation_step_id)
                 .join(DatasetCollection, DatasetCollection.id == HistoryDatasetCollection.collection_id)
                 .where(HistoryDatasetCollection.id == hdca_id)
             ).one()
@@ -113,6 +127,8 @@ class ValueReader:
             raise StepFailure("collection_failed", step=source_step, dependent_step=dependent_step, hdca_id=info.hdca_id)
         if info.populated_state != PopulatedState.OK:
             return False
+        if info.invocation_step_id is not None and self._step_has_active_jobs(info):
+            return False  # cheap: no need to read the states of every element yet
         levels = element_levels(info.depth)
         counts = self.session.execute(
             through_levels(sa.select(Dataset.state, sa.func.count()), info.collection_id, levels)
@@ -129,3 +145,10 @@ class ValueReader:
             raise StepFailure("dataset_failed", step=source_step, dependent_step=dependent_step, hda_id=failed,
                               hdca_id=info.hdca_id)
         return states <= USABLE_STATES
+
+    def _step_has_active_jobs(self, info: CollectionInfo) -> bool:
+        """Whether the step filling an implicit collection still has unfinished jobs."""
+        return self.session.scalar(
+            sa.select(Job.id).where(Job.invocation_id == info.invocation_id, Job.state.in_(ACTIVE_JOB_STATES),
+                                    Job.invocation_step_id == info.invocation_step_id).limit(1)
+        ) is not None

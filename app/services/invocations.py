@@ -59,21 +59,26 @@ def create_invocation_rows(session: Session, *, user_id: int, plan: WorkflowPlan
                            inputs: dict[str, Any], parameters: dict[str, Any], stored_workflow_id: int | None,
                            parent_invocation_id: int | None = None,
                            parent_step_id: int | None = None) -> WorkflowInvocation:
-    """Write an invocation in state new with one step row per workflow step (two INSERTs)."""
+    """Write an invocation in state new with one step row per workflow step (two INSERTs).
+
+    The step rows are kept on ``invocation.new_steps`` so the answer needs no query.
+    """
+    now = utcnow()
     invocation = WorkflowInvocation(
         uuid=str(uuid.uuid4()), user_id=user_id, workflow_id=plan.workflow_id, stored_workflow_id=stored_workflow_id,
         history_id=history_id, state=InvocationState.NEW, scheduler=scheduler, inputs=inputs, parameters=parameters,
-        parent_invocation_id=parent_invocation_id, parent_step_id=parent_step_id,
+        parent_invocation_id=parent_invocation_id, parent_step_id=parent_step_id, create_time=now, update_time=now,
+        last_progress_time=now, needs_pass=False,
     )
     session.add(invocation)
     session.flush()
-    if plan.steps:
-        now = utcnow()
-        session.execute(sa.insert(WorkflowInvocationStep), [
-            {"invocation_id": invocation.id, "workflow_step_id": step.id, "order_index": step.order_index,
-             "state": InvocationStepState.NEW, "outputs": {}, "jobs_created": 0, "create_time": now, "update_time": now}
-            for step in plan.steps
-        ])
+    steps = [WorkflowInvocationStep(invocation_id=invocation.id, workflow_step_id=step.id, order_index=step.order_index,
+                                    state=InvocationStepState.NEW, outputs={}, jobs_created=0, create_time=now,
+                                    update_time=now)
+             for step in plan.steps]
+    session.add_all(steps)
+    session.flush()
+    invocation.new_steps = steps  # type: ignore[attr-defined]
     return invocation
 
 

@@ -103,7 +103,9 @@ def invocation_view(session: Session, invocation: WorkflowInvocation, ids: IdEnc
     if view == "collection":
         return result
     plan = load_plan(session, invocation.workflow_id)
-    steps = list(session.scalars(
+    # A just-created invocation carries its step rows, and has no messages yet: no query.
+    fresh = getattr(invocation, "new_steps", None)
+    steps = fresh if fresh is not None else list(session.scalars(
         sa.select(WorkflowInvocationStep).where(WorkflowInvocationStep.invocation_id == invocation.id)
         .order_by(WorkflowInvocationStep.order_index)
     ))
@@ -119,7 +121,7 @@ def invocation_view(session: Session, invocation: WorkflowInvocation, ids: IdEnc
     result["steps"] = [step_view(s, plan, ids, jobs=jobs_by_step.get(s.id, []) if step_details else None)
                        for s in steps]
     result.update(_inputs_and_outputs(invocation, plan, steps, ids))
-    result["messages"] = [message_view(m, ids) for m in session.scalars(
+    result["messages"] = [] if fresh is not None else [message_view(m, ids) for m in session.scalars(
         sa.select(WorkflowInvocationMessage).where(WorkflowInvocationMessage.invocation_id == invocation.id)
         .order_by(WorkflowInvocationMessage.id))]
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.schemas.tasks import AdvanceInvocation
 from app.scheduling.driver import advance_invocation as advance
+from app.scheduling.driver import sweep
 from app.services.registry import Services
 from workers.tasks import task
 
@@ -14,3 +15,12 @@ def advance_invocation(request: AdvanceInvocation, services: Services) -> str:
     """Take the invocation's lease, run one iteration of its scheduler plugin, commit."""
     return advance(services.session_factory, request.invocation_id, settings=services.settings,
                    enqueuer=services.enqueuer)
+
+
+# Invocations that have not moved for this long are woken by beat's sweep.
+SWEEP_STALE_AFTER_S = 30.0
+
+
+def scheduling_sweep(rt) -> int:
+    """Beat: re-send advance_invocation for active invocations that have not progressed lately."""
+    return sweep(rt.services.session_factory, rt.services.enqueuer, stale_after_s=SWEEP_STALE_AFTER_S)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 18:58:50.261320
+Create Date: 2026-11-21 19:21:39.171182
 """
 
 from alembic import op
@@ -234,6 +234,7 @@ def upgrade() -> None:
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_job_history_id'), ['history_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_invocation_id'), ['invocation_id'], unique=False)
+        batch_op.create_index('ix_job_invocation_id_state', ['invocation_id', 'state'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_tool_id'), ['tool_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_user_id'), ['user_id'], unique=False)
@@ -465,6 +466,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_user_id'))
         batch_op.drop_index(batch_op.f('ix_job_tool_id'))
         batch_op.drop_index(batch_op.f('ix_job_state'))
+        batch_op.drop_index('ix_job_invocation_id_state')
         batch_op.drop_index(batch_op.f('ix_job_invocation_id'))
         batch_op.drop_index(batch_op.f('ix_job_history_id'))
 

@@ -1,0 +1,346 @@
+"""Workflow invocation figures against Galaxy 26.1.2's, on PostgreSQL + RabbitMQ with real processes.
+
+    .venv/bin/python bench/workflows.py                     # everything
+    .venv/bin/python bench/workflows.py --only post,map1k   # some of it
+    .venv/bin/python bench/workflows.py --kill              # + scheduler SIGKILLed mid 10,000-element map-over
+
+Layout: the web app in this process (Flask through its test client: the app's own code
+path, without HTTP), one scheduler pool (``python -m workers.run scheduler``) and one worker
+pool (``python -m workers.run worker --processes 2 --threads 8``). Input datasets are
+written straight into the object store and the database (small text files), then put
+into lists; everything else goes through the API.
+
+Measured (each against the Galaxy figure of the same machine size, SQLite, jobs created
+but not run):
+
+- ``post``: latency of ``POST /api/workflows/{id}/invocations`` for a 1-step workflow and
+  100-, 1,000- and 10,000-element map-overs (p50 / p99 over ``--posts`` calls; the
+  scheduler is stopped meanwhile and those invocations are cancelled afterwards);
+- ``map1k`` / ``map10k``: seconds from the POST until all N jobs exist, until the invocation
+  is ``scheduled``, and until it is ``completed`` (every job run);
+- ``chain``: a 50-step linear chain of cat1, seconds until ``completed``;
+- ``--kill``: the scheduler is SIGKILLed while it creates a 10,000-element map-over's jobs,
+  started again, and the jobs are counted (exactly 10,000 expected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.db import make_engine  # noqa: E402
+from app.ids import IdEncoder  # noqa: E402
+from app.models import Job, WorkflowInvocation  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+KEY = "bench-admin-key"
+GALAXY = {
+    "post_1": 0.028, "post_100": 0.29, "post_1000": 2.17,
+    "scheduled_1": 0.97, "scheduled_100": 1.89, "scheduled_1000": 14.4,
+    "chain_scheduled": 4.4, "chain_finished": 480.0,
+}
+MAP_OVER = {"class": "GalaxyWorkflow", "label": "map cat1", "inputs": {"the_list": {"type": "data_collection",
+            "collection_type": "list"}}, "steps": {"cat_each": {"tool_id": "cat1", "in": {"input1": "the_list"}}}}
+ONE_STEP = {"class": "GalaxyWorkflow", "label": "one cat1", "inputs": {"data": "data"},
+            "steps": {"cat": {"tool_id": "cat1", "in": {"input1": "data"}}}}
+
+
+def chain(length: int) -> dict:
+    """A linear chain of cat1 steps."""
+    steps = {"s0": {"tool_id": "cat1", "in": {"input1": "start"}}}
+    for i in range(1, length):
+        steps[f"s{i}"] = {"tool_id": "cat1", "in": {"input1": f"s{i - 1}/out_file1"}}
+    return {"class": "GalaxyWorkflow", "label": f"{length}-step chain", "inputs": {"start": "data"}, "steps": steps}
+
+
+def settings_for(data_dir: Path, prefix: str, db_name: str, backend: str) -> Settings:
+    database = None if backend == "sql-sqlite" else f"{PG}/{db_name}"
+    broker = AMQP if backend == "rabbitmq-pg" else "sql"
+    return Settings(data_dir=data_dir, database_url=database, broker_url=broker, queue_prefix=prefix,
+                    bootstrap_api_key=KEY, log_level="WARNING", id_secret="bench")
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    env = {**os.environ, "NEBULA_DATA_DIR": str(settings.data_dir), "NEBULA_BROKER_URL": settings.broker_url,
+           "NEBULA_QUEUE_PREFIX": settings.queue_prefix, "NEBULA_LOG_LEVEL": "WARNING", "NEBULA_ID_SECRET": "bench",
+           "NEBULA_BOOTSTRAP_API_KEY": KEY}
+    env.pop("NEBULA_CONFIG", None)
+    env.pop("NEBULA_DATABASE_URL", None)
+    if settings.database_url:
+        env["NEBULA_DATABASE_URL"] = settings.database_url
+    return env
+
+
+class Pool:
+    """A ``python -m workers.run`` process group."""
+
+    def __init__(self, role: str, env: dict[str, str], log: Path, *args: str):
+        self.cmd = [sys.executable, "-m", "workers.run", role, *args]
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+
+class Bench:
+    """The web app in-process, the database, and helpers."""
+
+    def __init__(self, settings: Settings):
+        from app.api import create_app
+
+        self.settings = settings
+        self.client = create_app(settings).test_client()
+        self.engine = make_engine(settings)
+        self.ids = IdEncoder(settings.id_secret)
+
+    def call(self, method: str, url: str, **kw):
+        response = getattr(self.client, method)(url, headers={"x-api-key": KEY}, **kw)
+        if response.status_code != 200:
+            raise RuntimeError(f"{method.upper()} {url}: {response.status_code} {response.get_data(as_text=True)[:500]}")
+        return response.json
+
+    def datasets(self, history: str, count: int) -> list[int]:
+        """``count`` small ok text datasets, written directly (not what is measured)."""
+        from app.models import Dataset, History
+        from app.services.registry import build_services
+
+        services = build_services(self.settings)
+        history_id = self.ids.decode(history)
+        staging = Path(self.settings.data_dir) / "bench_staging"
+        staging.mkdir(exist_ok=True)
+        ids = []
+        with services.session_factory.begin() as session:
+            user_id = session.get(History, history_id).user_id
+            from app.services.histories import allocate_hids
+
+            first = allocate_hids(session, history_id, count)
+            rows = [{"history_id": history_id, "user_id": user_id, "hid": first + i, "name": f"e{i}", "state": "ok",
+                     "extension": "txt", "dbkey": "?", "visible": False, "deleted": False, "purged": False,
+                     "tags": [], "metadata_": {}, "file_size": 0} for i in range(count)]
+            ids = list(session.scalars(sa.insert(Dataset).returning(Dataset.id, sort_by_parameter_order=True), rows))
+            keys = []
+            for dataset_id in ids:
+                path = staging / f"{dataset_id}"
+                path.write_text(f"element {dataset_id}\n")
+                keys.append({"id": dataset_id, "object_key": services.object_store.put(dataset_id, path)})
+            session.execute(sa.update(Dataset), keys)
+        services.engine.dispose()
+        return ids
+
+    def make_list(self, history: str, count: int) -> str:
+        """A list collection of ``count`` fresh datasets."""
+        ids = self.datasets(history, count)
+        made = self.call("post", f"/api/histories/{history}/contents", json={
+            "type": "dataset_collection", "collection_type": "list", "name": f"{count} inputs", "copy_elements": False,
+            "element_identifiers": [{"name": f"e{i}", "src": "hda", "id": self.ids.encode(d)} for i, d in enumerate(ids)]})
+        return made["id"]
+
+    def invoke(self, workflow: str, inputs: dict, history: str) -> tuple[str, float]:
+        started = time.perf_counter()
+        result = self.call("post", f"/api/workflows/{workflow}/invocations",
+                           json={"inputs": inputs, "history_id": history})
+        return result["id"], time.perf_counter() - started
+
+    def counts(self, invocation: str) -> tuple[str, int, dict[str, int]]:
+        """(state, jobs, jobs by state) of an invocation and its sub-invocations."""
+        invocation_id = self.ids.decode(invocation)
+        with self.engine.connect() as conn:
+            state = conn.scalar(sa.select(WorkflowInvocation.state).where(WorkflowInvocation.id == invocation_id))
+            by_state = dict(conn.execute(sa.select(Job.state, sa.func.count()).where(Job.invocation_id == invocation_id)
+                                         .group_by(Job.state)).all())
+        return state, sum(by_state.values()), by_state
+
+    def follow(self, invocation: str, started: float, jobs: int, timeout: float = 900) -> dict[str, float]:
+        """Seconds from ``started`` until all jobs exist, until scheduled, and until completed."""
+        marks: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state, count, by_state = self.counts(invocation)
+            now = time.perf_counter() - started
+            if count >= jobs and "jobs" not in marks:
+                marks["jobs"] = now
+            if state in ("scheduled", "completed") and "scheduled" not in marks:
+                marks["scheduled"] = now
+            if state == "completed":
+                marks["completed"] = now
+                return marks
+            if state in ("failed", "cancelled"):
+                raise RuntimeError(f"invocation {invocation} ended {state}: {by_state}")
+            time.sleep(0.005 if "jobs" not in marks else 0.05)
+        raise TimeoutError(f"invocation {invocation} not completed after {timeout} s: {self.counts(invocation)}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bench_posts(bench: Bench, history: str, workflows: dict[str, str], inputs: dict[str, dict], posts: int) -> list[str]:
+    """POST latencies per size (scheduler stopped); returns the invocations made, to cancel."""
+    made = []
+    print("invoke POST latency (scheduler stopped; the request is O(1) in the workflow's size):")
+    for name, (workflow, galaxy) in {"1-step": (workflows["one"], GALAXY["post_1"]),
+                                     "100-element map-over": (workflows["map100"], GALAXY["post_100"]),
+                                     "1,000-element map-over": (workflows["map1000"], GALAXY["post_1000"]),
+                                     "10,000-element map-over": (workflows["map10000"], None)}.items():
+        times = []
+        for _ in range(posts):
+            invocation, took = bench.invoke(workflow, inputs[name], history)
+            made.append(invocation)
+            times.append(took)
+        galaxy_text = f"Galaxy {galaxy:.3f} s" if galaxy else "Galaxy: not measured"
+        print(f"  {name:24s} p50 {statistics.median(times) * 1000:6.1f} ms  p99 {percentile(times, 0.99) * 1000:6.1f} ms"
+              f"  max {max(times) * 1000:6.1f} ms   ({galaxy_text}; target p99 <= 25 ms)", flush=True)
+    return made
+
+
+def cleanup(settings: Settings, db_name: str) -> None:
+    if settings.database_url:
+        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin.dispose()
+    if not settings.uses_embedded_broker:
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+        channel = connection.channel()
+        for name in ("default", "jobs", "exports", "scheduling"):
+            for suffix in ("", ".DQ", ".XQ"):
+                channel.queue_delete(settings.queue_name(name) + suffix)
+        connection.close()
+
+
+def kill_test(bench: Bench, scheduler: Pool, workers: Pool, workflow: str, hdca: str, history: str, size: int) -> None:
+    """SIGKILL the scheduler while it creates a map-over's jobs; restart; count the jobs."""
+    workers.stop()  # jobs stay queued: only creation is under test
+    invocation, _ = bench.invoke(workflow, {"the_list": {"src": "hdca", "id": hdca}}, history)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        _, count, _ = bench.counts(invocation)
+        if count >= size // 4:
+            break
+        time.sleep(0.002)
+    scheduler.stop(signal.SIGKILL)
+    _, at_kill, _ = bench.counts(invocation)
+    time.sleep(1.0)
+    scheduler.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state, count, _ = bench.counts(invocation)
+        if state == "scheduled":
+            break
+        time.sleep(0.1)
+    time.sleep(2.0)  # any straggling duplicate would show up now
+    with bench.engine.connect() as conn:
+        invocation_id = bench.ids.decode(invocation)
+        total = conn.scalar(sa.select(sa.func.count()).select_from(Job).where(Job.invocation_id == invocation_id))
+        distinct = conn.scalar(sa.select(sa.func.count(sa.distinct(Job.element_index)))
+                               .where(Job.invocation_id == invocation_id))
+    verdict = "OK" if total == size == distinct else "WRONG"
+    print(f"scheduler SIGKILLed with {at_kill} of {size} jobs created, restarted: {total} jobs "
+          f"({distinct} distinct element indexes), invocation {state} — {verdict} "
+          f"(Galaxy made 114,557 jobs from 21,989 elements)", flush=True)
+    workers.start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="post,map1k,map10k,chain", help="comma-separated parts to run")
+    parser.add_argument("--posts", type=int, default=50, help="POSTs per size for the latency figures")
+    parser.add_argument("--chain", type=int, default=50, help="steps of the linear chain")
+    parser.add_argument("--kill", action="store_true", help="also the scheduler SIGKILL test (10,000 elements)")
+    parser.add_argument("--backend", choices=["rabbitmq-pg", "sql-pg", "sql-sqlite"], default="rabbitmq-pg")
+    parser.add_argument("--scheduler-threads", type=int, default=4)
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    prefix, db_name = f"wfbench{uuid.uuid4().hex[:6]}.", f"nebula_wfbench_{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_for(Path(tmp) / "data", prefix, db_name, args.backend)
+        env = environment(settings)
+        subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        scheduler = Pool("scheduler", env, Path(tmp) / "scheduler.log", "--processes", "1",
+                         "--threads", str(args.scheduler_threads))
+        workers = Pool("worker", env, Path(tmp) / "workers.log", "--processes", "2", "--threads", "8")
+        try:
+            bench = Bench(settings)
+            history = bench.call("post", "/api/histories", json={"name": "workflow bench"})["id"]
+            upload = lambda wf: bench.call("post", "/api/workflows/upload", json={"workflow": wf})["id"]  # noqa: E731
+            workflows = {"one": upload(ONE_STEP), "chain": upload(chain(args.chain))}
+            workflows["map100"] = workflows["map1000"] = workflows["map10000"] = upload(MAP_OVER)
+            single = bench.ids.encode(bench.datasets(history, 1)[0])
+            lists = {n: bench.make_list(history, n) for n in (100, 1000, 10000)}
+            inputs = {"1-step": {"data": {"src": "hda", "id": single}},
+                      "100-element map-over": {"the_list": {"src": "hdca", "id": lists[100]}},
+                      "1,000-element map-over": {"the_list": {"src": "hdca", "id": lists[1000]}},
+                      "10,000-element map-over": {"the_list": {"src": "hdca", "id": lists[10000]}}}
+            if "post" in parts:
+                made = bench_posts(bench, history, workflows, inputs, args.posts)
+                for invocation in made:
+                    bench.call("delete", f"/api/invocations/{invocation}")
+            scheduler.start()
+            workers.start()
+            # warm-up: code paths, tool box, connections in every process
+            warm, started = bench.invoke(workflows["map100"], inputs["100-element map-over"], history)
+            bench.follow(warm, time.perf_counter(), 100)
+            for part, size in (("map1k", 1000), ("map10k", 10000)):
+                if part not in parts:
+                    continue
+                started = time.perf_counter()
+                invocation, post = bench.invoke(workflows["map1000"], {"the_list": {"src": "hdca", "id": lists[size]}},
+                                                history)
+                marks = bench.follow(invocation, started, size)
+                target = 0.5 if size == 1000 else 5.0
+                galaxy = f"Galaxy: until scheduled {GALAXY['scheduled_1000']} s" if size == 1000 else "Galaxy: not measured"
+                print(f"{size:,}-element map-over: POST {post * 1000:.1f} ms; all {size:,} jobs created "
+                      f"{marks['jobs']:.2f} s after the POST (target <= {target} s); scheduled {marks['scheduled']:.2f} s; "
+                      f"all jobs run, completed {marks['completed']:.2f} s   ({galaxy})", flush=True)
+            if "chain" in parts:
+                data = bench.ids.encode(bench.datasets(history, 1)[0])
+                started = time.perf_counter()
+                invocation, post = bench.invoke(workflows["chain"], {"start": {"src": "hda", "id": data}}, history)
+                marks = bench.follow(invocation, started, args.chain)
+                print(f"{args.chain}-step chain of cat1: POST {post * 1000:.1f} ms; finished (completed) in "
+                      f"{marks['completed']:.2f} s (target <= 10 s; Galaxy scheduled it in {GALAXY['chain_scheduled']} s "
+                      f"and finished its jobs in {GALAXY['chain_finished']:.0f} s)", flush=True)
+            if args.kill:
+                kill_test(bench, scheduler, workers, workflows["map10000"], lists[10000], history, 10000)
+        finally:
+            scheduler.stop()
+            workers.stop()
+            cleanup(settings, db_name)
+
+
+if __name__ == "__main__":
+    main()
