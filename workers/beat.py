@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from app.messaging import relay_outbox
 from workers.actors.exports import short_term_storage_cleanup
+from workers.actors.scheduling import scheduling_sweep
 from workers.runtime import BrokerPublisher, WorkerRuntime, build_runtime
 
 log = logging.getLogger("workers.beat")
@@ -49,6 +50,7 @@ PERIODIC: list[Periodic] = [
     Periodic("outbox_relay", 1.0, outbox_relay),
     Periodic("recover_leases", 10.0, recover_leases),
     Periodic("short_term_storage_cleanup", 300.0, short_term_storage_cleanup),
+    Periodic("scheduling_sweep", 10.0, scheduling_sweep),
 ]
 
 
