@@ -1,0 +1,256 @@
+"""The scheduler driver and plugins: job cap, crash safety, fair share, deadline, sweep, leases on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from app.migrate import upgrade
+from app.models import (
+    Dataset,
+    History,
+    InvocationState,
+    Job,
+    User,
+    WorkflowInvocation,
+    WorkflowInvocationMessage,
+)
+from app.models.base import utcnow
+from app.scheduling import driver, fair_share, mapping, registry
+from app.services import collections, invocations, workflows
+from app.services.registry import build_services
+from tests.app.conftest import make_settings
+from tests.app.test_workflows import load
+
+
+class NullPublisher:
+    """Drops published messages: these tests call the driver themselves."""
+
+    def publish(self, message, delay_ms):
+        self.last = message
+
+
+class World:
+    """A user, a history, N datasets in a list, and the map-over workflow, written through the services."""
+
+    def __init__(self, settings, elements: int = 5, publisher=NullPublisher):
+        """``publisher=None`` publishes to the configured broker for real."""
+        self.settings = settings
+        self.services = build_services(settings, publisher=publisher() if publisher else None)
+        with self.services.session_factory() as session:
+            user = User(username="sched", email="sched@example.org")
+            session.add(user)
+            session.flush()
+            history = History(user_id=user.id, name="h", hid_counter=elements + 1)
+            session.add(history)
+            session.flush()
+            datasets = [Dataset(history_id=history.id, user_id=user.id, hid=i + 1, name=f"d{i}", state="ok",
+                                extension="txt") for i in range(elements)]
+            session.add_all(datasets)
+            session.flush()
+            hdca = collections.create_collection(
+                session, user=user, history=history, collection_type="list", name="list",
+                elements=[collections.ElementSpec(f"e{i}", dataset_id=d.id) for i, d in enumerate(datasets)])
+            stored = workflows.create_workflow(session, user, workflows.parse_description(load("map_over.gxwf.yml")))
+            session.commit()
+            self.user_id, self.history_id, self.hdca_id, self.stored_id = user.id, history.id, hdca.id, stored.id
+
+    def invoke(self, scheduler: str | None = None) -> int:
+        with self.services.session_factory() as session:
+            user = session.get(User, self.user_id)
+            stored = session.get(workflows.StoredWorkflow, self.stored_id)
+            request = invocations.InvokeRequest(
+                inputs={"the_list": {"src": "hdca", "id": self.services.ids.encode(self.hdca_id)}},
+                history_id=self.services.ids.encode(self.history_id), scheduler=scheduler)
+            [invocation] = invocations.invoke(session, user, stored, workflows.get_version(session, stored), request,
+                                              settings=self.settings, enqueuer=self.services.enqueuer,
+                                              ids=self.services.ids)
+            session.commit()
+            return invocation.id
+
+    def advance(self, invocation_id: int, settings=None) -> str:
+        return driver.advance_invocation(self.services.session_factory, invocation_id,
+                                         settings=settings or self.settings, enqueuer=self.services.enqueuer)
+
+    def jobs(self, invocation_id: int) -> list[int]:
+        with self.services.session_factory() as session:
+            return sorted(session.scalars(sa.select(Job.element_index).where(Job.invocation_id == invocation_id)))
+
+    def state(self, invocation_id: int) -> str:
+        with self.services.session_factory() as session:
+            return session.get(WorkflowInvocation, invocation_id).state
+
+    def messages(self, invocation_id: int) -> list[WorkflowInvocationMessage]:
+        with self.services.session_factory() as session:
+            return list(session.scalars(sa.select(WorkflowInvocationMessage)
+                                        .where(WorkflowInvocationMessage.invocation_id == invocation_id)))
+
+    def execute(self, statement) -> None:
+        with self.services.session_factory() as session:
+            session.execute(statement)
+            session.commit()
+
+
+@pytest.fixture
+def world(data_dir):
+    settings = make_settings(data_dir)
+    upgrade(settings)
+    made = World(settings)
+    yield made
+    made.services.engine.dispose()
+
+
+def test_registry_has_builtins_and_entry_points(world):
+    assert {"core", "fair_share"} <= set(registry.scheduler_names())
+    assert registry.resolve_name(None, world.settings) == world.settings.default_scheduler
+    for name in ("core", "fair_share"):
+        assert registry.get_scheduler(name, world.settings).name == name
+
+
+def test_job_cap_per_iteration(world):
+    capped = world.settings.model_copy(update={"maximum_workflow_jobs_per_scheduling_iteration": 2})
+    invocation = world.invoke()
+    world.advance(invocation, capped)
+    assert world.jobs(invocation) == [0, 1]
+    assert world.state(invocation) == "ready"
+    world.advance(invocation, capped)
+    world.advance(invocation, capped)
+    assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+    assert world.state(invocation) == "scheduled"
+    world.advance(invocation, capped)  # a repeated message changes nothing
+    assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it in the iteration runs, nothing of it commits."""
+
+
+def test_crash_mid_iteration_creates_no_job_twice(world, monkeypatch):
+    capped = world.settings.model_copy(update={"maximum_workflow_jobs_per_scheduling_iteration": 3})
+    invocation = world.invoke()
+    real = mapping.add_leaves
+
+    def die(*args, **kwargs):
+        real(*args, **kwargs)
+        raise Killed()
+
+    monkeypatch.setattr(mapping, "add_leaves", die)
+    with pytest.raises(Killed):
+        world.advance(invocation, capped)
+    assert world.jobs(invocation) == []
+    monkeypatch.setattr(mapping, "add_leaves", real)
+    for _ in range(4):
+        world.advance(invocation, capped)
+    assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+
+
+def test_fair_share_caps_active_jobs_per_user(world, monkeypatch):
+    monkeypatch.setattr(fair_share, "DEFAULT_MAX_ACTIVE_JOBS", 2)
+    shared = world.settings.model_copy(update={})
+    invocation = world.invoke(scheduler="fair_share")
+    world.advance(invocation, shared)
+    assert world.jobs(invocation) == [0, 1]
+    world.advance(invocation, shared)
+    assert world.jobs(invocation) == [0, 1], "no room until a job finishes"
+    world.execute(sa.update(Job).where(Job.invocation_id == invocation, Job.element_index == 0).values(state="ok"))
+    world.advance(invocation, shared)
+    assert world.jobs(invocation) == [0, 1, 2]
+
+
+def test_unknown_scheduler_is_refused(world):
+    with pytest.raises(Exception, match="unknown scheduler 'nope'"):
+        world.invoke(scheduler="nope")
+
+
+def test_invocation_past_its_maximum_duration_fails(world):
+    short = world.settings.model_copy(update={"maximum_workflow_invocation_duration": 60})
+    invocation = world.invoke()
+    world.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id == invocation)
+                  .values(create_time=utcnow() - dt.timedelta(seconds=120)))
+    world.advance(invocation, short)
+    assert world.state(invocation) == "failed"
+    [message] = world.messages(invocation)
+    assert message.reason == "unexpected_failure" and "maximum_workflow_invocation_duration" in message.details
+    assert world.jobs(invocation) == []
+
+
+def test_unexpected_error_fails_the_invocation_with_details(world, monkeypatch):
+    invocation = world.invoke()
+
+    def broken(*args, **kwargs):
+        raise ValueError("something broke")
+
+    monkeypatch.setattr(mapping, "read_units", broken)
+    assert world.advance(invocation) == "done"
+    assert world.state(invocation) == "failed"
+    assert "ValueError: something broke" in world.messages(invocation)[0].details
+
+
+def test_sweep_wakes_stale_active_invocations(world):
+    invocation = world.invoke()
+    finished = world.invoke()
+    world.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id == finished)
+                  .values(state=InvocationState.COMPLETED))
+    world.execute(sa.update(WorkflowInvocation).values(last_progress_time=utcnow() - dt.timedelta(minutes=5)))
+    publisher = world.services.enqueuer.publisher
+    assert driver.sweep(world.services.session_factory, world.services.enqueuer, stale_after_s=30) == 1
+    assert publisher.last["kwargs"]["request"] == {"invocation_id": invocation}
+    assert driver.sweep(world.services.session_factory, world.services.enqueuer, stale_after_s=30) == 0
+
+
+@pytest.mark.postgres
+def test_postgres_lease_taken_asks_the_holder_for_one_more_pass(pg_url, data_dir):
+    settings = make_settings(data_dir, database_url=pg_url)
+    upgrade(settings)
+    world = World(settings)
+    try:
+        invocation = world.invoke()
+        holder = world.services.session_factory()
+        holder.execute(sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation).with_for_update())
+        result: list[str] = []
+        waiting = threading.Thread(target=lambda: result.append(world.advance(invocation)))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive(), "the message waits to record its request while the lease is held"
+        holder.commit()
+        holder.close()
+        waiting.join(30)
+        assert result and result[0] in ("done", "coalesced", "handed over")
+        assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+        with world.services.session_factory() as session:
+            assert session.get(WorkflowInvocation, invocation).needs_pass is False
+    finally:
+        world.services.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_concurrent_messages_create_each_job_once(pg_url, data_dir):
+    settings = make_settings(data_dir, database_url=pg_url)
+    upgrade(settings)
+    world = World(settings, elements=40)
+    capped = settings.model_copy(update={"maximum_workflow_jobs_per_scheduling_iteration": 3})
+    try:
+        invocation = world.invoke()
+        errors: list[BaseException] = []
+
+        def hammer():
+            try:
+                for _ in range(8):
+                    world.advance(invocation, capped)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=hammer) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        while world.state(invocation) != "scheduled":
+            world.advance(invocation, capped)
+        assert world.jobs(invocation) == list(range(40))
+    finally:
+        world.services.engine.dispose()
