@@ -213,8 +213,13 @@ def stop(op: Operator, names: tuple[str, ...]) -> int:
         stop_in_tiers(op, op.chosen_names(names))
         return EXIT_OK
     stop_in_tiers(op, list(op.backend.states()))
-    op.say(op.backend.shutdown(timeout=60))
+    # what dead programs left behind gets as long as live ones to finish its work
+    op.say(op.backend.shutdown(timeout=_longest_stop(op)))
     return EXIT_OK
+
+
+def _longest_stop(op: Operator) -> float:
+    return max((p.stop_timeout for p in op.programs), default=60)
 
 
 def shutdown(op: Operator) -> int:
@@ -222,8 +227,7 @@ def shutdown(op: Operator) -> int:
     if not op.backend.is_running():
         op.say(f"Nebula is not running (nothing runs for {op.deployment.data_dir})")
         return EXIT_OK
-    longest = max((p.stop_timeout for p in op.programs), default=0)
-    op.say(op.backend.shutdown(timeout=longest + 60))
+    op.say(op.backend.shutdown(timeout=_longest_stop(op) + 60))
     return EXIT_OK
 
 
