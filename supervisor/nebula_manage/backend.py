@@ -42,6 +42,7 @@ class Backend(ABC):
     """Drives one process manager for one Deployment."""
 
     name = ""
+    own_files: tuple[str, ...] = ()  # rendered files a running manager rereads only on restart
 
     def __init__(self, deployment: Deployment):
         self.deployment = deployment

@@ -30,6 +30,7 @@ class SupervisorBackend(Backend):
     """Drives the supervisord whose files live in ``{data_dir}/supervisor``."""
 
     name = "supervisor"
+    own_files = ("supervisord.conf",)
 
     @property
     def conf(self) -> Path:

@@ -74,6 +74,7 @@ def write_files(op: Operator, force: bool = False) -> SyncResult:
 
 def apply(op: Operator, synced: SyncResult, force: bool = False) -> Pending:
     """Make the running process manager use the files: add, replace and remove programs."""
+    _note_manager_restart(op, synced)
     pending = op.backend.pending(synced)
     if force:
         loaded = set(op.backend.states()) - set(pending.removed)
@@ -134,22 +135,10 @@ def graceful(op: Operator, names: tuple[str, ...], timeout: float | None = None)
         return start(op, names, timeout)
     began = time.monotonic()
     chosen = op.chosen(names)
-    pending = op.backend.pending(write_files(op))
-    for name in pending.removed:
-        op.backend.remove(name)
-        op.say(f"{name}: stopped and removed")
-    for name in pending.added:
-        op.backend.add(name)
-        op.say(f"{name}: added")
-    known = {p.name for p in op.programs}
-    for name in pending.changed:
-        if name not in known:  # a helper such as the watchdog: nothing to drain
-            op.backend.replace(name)
-            op.say(f"{name}: restarted with its new configuration")
-    skipped = [p.name for p in op.programs if p.name in pending.changed and p not in chosen]
-    if skipped:
-        op.say(f"not reloaded now, though their settings changed: {', '.join(skipped)} "
-                "(`manage graceful` without names applies them)")
+    synced = write_files(op)
+    _note_manager_restart(op, synced)
+    pending = op.backend.pending(synced)
+    _apply_before_reload(op, pending, chosen)
     # web one instance at a time, so one always answers; then the rest together
     webs = [p for p in chosen if p.kind == "web" and p.name not in pending.added]
     others = [p for p in chosen if p.kind != "web" and p.name not in pending.added]
@@ -164,6 +153,33 @@ def graceful(op: Operator, names: tuple[str, ...], timeout: float | None = None)
             return EXIT_FAILED
     op.say(f"graceful reload done in {time.monotonic() - began:.1f} s")
     return EXIT_OK
+
+
+def _apply_before_reload(op: Operator, pending: Pending, chosen: list[Program]) -> None:
+    """Remove and add programs, restart changed helpers; name changed programs left alone."""
+    for name in pending.removed:
+        op.backend.remove(name)
+        op.say(f"{name}: stopped and removed")
+    for name in pending.added:
+        op.backend.add(name)
+        op.say(f"{name}: added")
+    known = {p.name for p in op.programs}
+    for name in pending.changed:
+        if name not in known:  # a helper such as the watchdog: nothing to drain
+            op.backend.replace(name)
+            op.say(f"{name}: restarted with its new configuration")
+    skipped = [p.name for p in op.programs if p.name in pending.changed and p not in chosen]
+    if skipped:
+        op.say(f"not reloaded now, though their settings changed: {', '.join(skipped)} "
+               "(`manage graceful` without names applies them)")
+
+
+def _note_manager_restart(op: Operator, synced: SyncResult) -> None:
+    """Say so when the process manager's own file changed: a running one does not reread it."""
+    changed = [f for f in synced.written if f in op.backend.own_files]
+    if changed and op.backend.is_running():
+        op.say(f"{', '.join(changed)} changed: it takes effect after `manage shutdown` and "
+               "`manage start` (the programs already use their new settings)")
 
 
 def _reload_web(op: Operator, program: Program, changed: bool) -> str:

@@ -207,3 +207,13 @@ def test_graceful_applies_a_changed_helper_and_names_what_it_leaves(tmp_path, an
     assert op.backend.calls == [("replace", "watchdog"), ("signal", "web-0", "HUP")]
     assert any(line.startswith("not reloaded now, though their settings changed: worker-main")
                for line in said)
+
+
+def test_a_changed_supervisord_conf_needs_a_restart_and_says_so(tmp_path, answering):
+    op, said = operator(tmp_path, ["127.0.0.1:8080"])
+    op.backend.own_files = ("supervisord.conf",)
+    assert operations.update(op) == 0  # first rendering: every file is new
+    assert any(line.startswith("supervisord.conf changed: it takes effect after") for line in said)
+    said.clear()
+    assert operations.update(op) == 0
+    assert not any("takes effect" in line for line in said)
