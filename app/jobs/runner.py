@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import NotFound
 from app.jobs import monitor as monitoring
+from app.jobs import pgfast
 from app.jobs.context import InputDataset, Structure, build_context
 from app.jobs.execution import PATH, Execution, job_environment, run_command
 from app.jobs.outputs import measure, store_output
@@ -99,6 +100,7 @@ WAITING = (
 )
 
 _monitors: dict[int, monitoring.JobMonitor] = {}
+_fast: dict[int, pgfast.ThreadConnections | None] = {}
 
 
 def monitor_for(services: Services) -> monitoring.JobMonitor:
@@ -128,27 +130,45 @@ def job_dir(services: Services, job_id: int) -> Path:
 
 def run_job(services: Services, job_id: int, *, waits: int = 0) -> str:
     """Run a job if it is this worker's to run; return what happened (for logs and tests)."""
+    fast = _fast_connections(services)
+    if fast is not None:
+        rows = pgfast.claim(fast, job_id, monitoring.worker_id(), utcnow())
+        if rows:
+            claimed, outcome = _check_inputs(services, job_id, rows[0], [r for r in rows if r.id is not None], waits)
+            return _run(services, claimed, None) if claimed else outcome
     with services.engine.connect() as conn:
         claimed, outcome = _claim(services, conn, job_id, waits)
-        if claimed is None:
-            return outcome
-        try:
-            return _execute(services, conn, claimed)
-        except Exception as exc:
-            log.exception("job %d failed inside the runner", job_id)
-            _finish_error(services, job_id, f"internal error while running the job: {type(exc).__name__}: {exc}")
-            return "error"
+        return _run(services, claimed, conn) if claimed else outcome
 
 
-def _session(services: Services, conn: Connection) -> Session:
-    """A session on the job's connection; its commit publishes what it sent (outbox)."""
-    return services.session_factory(bind=conn)
+def _run(services: Services, claimed: Claimed, conn: Connection | None) -> str:
+    try:
+        return _execute(services, conn, claimed)
+    except Exception as exc:
+        log.exception("job %d failed inside the runner", claimed.job_id)
+        _finish_error(services, claimed.job_id, f"internal error while running the job: {type(exc).__name__}: {exc}")
+        return "error"
+
+
+def _fast_connections(services: Services) -> pgfast.ThreadConnections | None:
+    """The per-thread autocommit connections of the PostgreSQL fast path (None elsewhere)."""
+    key = id(services)
+    if key not in _fast:
+        postgres = services.engine.dialect.name == "postgresql"
+        _fast[key] = pgfast.ThreadConnections(services.engine) if postgres else None
+    return _fast[key]
+
+
+def _session(services: Services, conn: Connection | None) -> Session:
+    """A session (on the job's connection when there is one); its commit publishes what it sent."""
+    return services.session_factory(bind=conn) if conn is not None else services.session_factory()
 
 
 # -- claim -------------------------------------------------------------------------------------
 
 
 def _claim(services: Services, conn: Connection, job_id: int, waits: int) -> tuple[Claimed | None, str]:
+    """The general claim: UPDATE, or take over from a dead worker; then the inputs and outputs."""
     with _session(services, conn) as session:
         args = {"job_id": job_id, "worker": monitoring.worker_id(), "now": utcnow()}
         row = session.execute(CLAIM, args).first()
@@ -158,22 +178,27 @@ def _claim(services: Services, conn: Connection, job_id: int, waits: int) -> tup
                 session.commit()
                 return None, outcome
         rows = session.execute(DATASETS, {"job_id": job_id}).all()
-        inputs = [r for r in rows if not r.is_output]
-        failed = [i for i in inputs if i.state in FAILED or i.purged or (i.state in READY and not i.object_key)]
-        if failed:
-            bad = failed[0]
-            _fail(session, services, job_id, row.invocation_id,
+        session.commit()
+    return _check_inputs(services, job_id, row, rows, waits)
+
+
+def _check_inputs(services: Services, job_id: int, job: Any, rows: list[Any], waits: int) -> tuple[Claimed | None, str]:
+    """The claimed job, if its inputs are ready; else it fails (an input failed) or waits."""
+    inputs = [r for r in rows if not r.is_output]
+    failed = [i for i in inputs if i.state in FAILED or i.purged or (i.state in READY and not i.object_key)]
+    if failed:
+        bad = failed[0]
+        with services.session_factory.begin() as session:
+            _fail(session, services, job_id, job.invocation_id,
                   f"input dataset {bad.hid} ({bad.dataset_name}) of parameter '{bad.param}' is in state {bad.state}; "
                   "the job cannot run")
-            session.commit()
-            return None, "input error"
-        if any(i.state not in READY for i in inputs):
+        return None, "input error"
+    if any(i.state not in READY for i in inputs):
+        with services.session_factory.begin() as session:
             _wait(session, services, job_id, waits)
-            session.commit()
-            return None, "waiting"
-        session.commit()
+        return None, "waiting"
     outputs = [(r.param, r.id) for r in rows if r.is_output]
-    return Claimed(job_id, row.tool_id, row.params, row.invocation_id, inputs, outputs), "claimed"
+    return Claimed(job_id, job.tool_id, job.params, job.invocation_id, inputs, outputs), "claimed"
 
 
 def _take_over(session: Session, services: Services, args: dict[str, Any]) -> tuple[Any, str]:
@@ -213,7 +238,7 @@ def _wait(session: Session, services: Services, job_id: int, waits: int) -> None
 # -- execute -----------------------------------------------------------------------------------
 
 
-def _execute(services: Services, conn: Connection, claimed: Claimed) -> str:
+def _execute(services: Services, conn: Connection | None, claimed: Claimed) -> str:
     settings = services.settings
     try:
         tool = toolbox(settings).get(claimed.tool_id)
@@ -284,8 +309,8 @@ def _structure(tree: list[collections.TreeElement]) -> list[tuple[str, Any]]:
 # -- finish ------------------------------------------------------------------------------------
 
 
-def _finish(services: Services, conn: Connection, claimed: Claimed, tool: Tool, script: str, result: Execution,
-            outputs: dict[str, Path]) -> str:
+def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool: Tool, script: str,
+            result: Execution, outputs: dict[str, Path]) -> str:
     """Store outputs and record the end of the job, if this worker still holds it."""
     failure = result.failure or _exit_failure(result)
     rows: list[dict[str, Any]] = []
@@ -297,26 +322,40 @@ def _finish(services: Services, conn: Connection, claimed: Claimed, tool: Tool, 
         else:
             rows = _store_outputs(services, claimed, tool, outputs, now)
     state = JobState.OK if failure is None else JobState.ERROR
+    params = {"job_id": claimed.job_id, "worker": monitoring.worker_id(), "new_state": state,
+              "code": result.exit_code, "script": script, "out": result.stdout, "err": result.stderr,
+              "why": failure, "now": now}
+    fast = _fast_connections(services)
+    if fast is not None and claimed.invocation_id is None:
+        done, waiting = pgfast.finish(fast, params, rows)
+        if done:
+            if waiting:
+                with services.session_factory.begin() as session:
+                    for waiting_id in waiting:
+                        services.enqueuer.send(session, RunJob(job_id=waiting_id))
+            return state
+        with services.session_factory.begin() as session:
+            return _lost(session, services, claimed)
     with _session(services, conn) as session:
-        done = session.execute(FINISH, {
-            "job_id": claimed.job_id, "worker": monitoring.worker_id(), "new_state": state, "code": result.exit_code,
-            "script": script, "out": result.stdout, "err": result.stderr, "why": failure, "now": now,
-        }).rowcount
-        if not done:
-            current = session.scalar(sa.select(Job.state).where(Job.id == claimed.job_id))
-            if current == JobState.DELETING:
-                _mark_deleted(session, services, claimed.job_id, claimed.invocation_id)
-                state = JobState.DELETED
-            else:
-                state = f"lost the job (now {current})"
-        elif failure is None:
-            session.execute(OUTPUT_OK, rows)
-            _after_end(session, services, claimed.invocation_id, [d for _, d in claimed.outputs])
+        if not session.execute(FINISH, params).rowcount:
+            state = _lost(session, services, claimed)
         else:
-            _error_outputs(session, claimed.job_id, failure)
+            if failure is None:
+                session.execute(OUTPUT_OK, rows)
+            else:
+                _error_outputs(session, claimed.job_id, failure)
             _after_end(session, services, claimed.invocation_id, [d for _, d in claimed.outputs])
         session.commit()
     return state
+
+
+def _lost(session: Session, services: Services, claimed: Claimed) -> str:
+    """The job is no longer this worker's: cancelled meanwhile (then it is deleted now), or taken."""
+    current = session.scalar(sa.select(Job.state).where(Job.id == claimed.job_id))
+    if current == JobState.DELETING:
+        _mark_deleted(session, services, claimed.job_id, claimed.invocation_id)
+        return JobState.DELETED
+    return f"lost the job (now {current})"
 
 
 def _exit_failure(result: Execution) -> str | None:

@@ -90,15 +90,20 @@ class DatabaseResolver:
         return out
 
 
-def job_inputs(tool: Tool, params: dict[str, Any], resolver: DatabaseResolver) -> dict[str, list[int]]:
-    """{flat parameter name: dataset ids} a job with these parameters reads (collections: their leaves)."""
+def job_inputs(tool: Tool, params: dict[str, Any], resolver: Any) -> dict[str, list[int]]:
+    """{flat parameter name: dataset ids} a job with these parameters reads (collections: their leaves).
+
+    ``resolver`` needs ``leaves(collection_id)`` and a way to resolve the database ids that
+    validated parameters hold: ``collection_by_id`` when it has one (the API's resolver,
+    whose ``collection`` takes encoded ids), else ``collection``.
+    """
+    resolve = getattr(resolver, "collection_by_id", None) or resolver.collection
     inputs: dict[str, list[int]] = {}
     for name, _, value in data_refs(tool.inputs, params):
         if value.get("src") == "hda":
             ids = [value["id"]]
         else:
-            ref = resolver.collection_by_id(value["src"], value["id"], name)
-            ids = resolver.leaves(ref.collection_id)
+            ids = resolver.leaves(resolve(value["src"], value["id"], name).collection_id)
         inputs.setdefault(name, []).extend(ids)
     return inputs
 

@@ -63,3 +63,44 @@ def test_create_jobs_in_bulk_on_postgresql(pg_url, data_dir):
             assert link.name == "out_file1" and session.get(Dataset, link.dataset_id).creating_job_id == jobs[5].id
     finally:
         services.engine.dispose()
+
+
+@pytest.fixture
+def pg_stack(pg_url, data_dir, tmp_path):
+    """The app and real actors on a stub broker, on PostgreSQL (the runner's fast path)."""
+    from tests.app.test_tools import build_stack
+
+    yield from build_stack(data_dir, tmp_path, database_url=pg_url)
+
+
+@pytest.mark.postgres
+def test_jobs_on_postgresql_succeed_fail_wait_and_map(pg_stack):
+    from tests.app.test_tools import content, hda, new_history, paste, run
+
+    stack = pg_stack
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    a = paste(api, h, "x\ty\n")  # still being uploaded when the jobs below are created
+    first = run(api, h, "cat1", {"input1": hda(a)})
+    chained = run(api, h, "Paste1", {"input1": hda(first["outputs"][0]["id"]), "input2": hda(a), "delimiter": "C"})
+    failing = run(api, h, "failing", {"input": hda(a)})
+    stack.drain()
+    assert content(api, first["outputs"][0]["id"]) == b"x\ty\n"
+    assert content(api, chained["outputs"][0]["id"]) == b"x\ty,x\ty\n"
+    job = api.get(f"/api/jobs/{failing['jobs'][0]['id']}?full=true").json
+    assert job["state"] == "error" and job["exit_code"] == 3 and "it went wrong" in job["stderr"]
+    assert api.get(f"/api/datasets/{failing['outputs'][0]['id']}").json["state"] == "error"
+    listing = api.post(f"/api/histories/{h}/contents", json={
+        "type": "dataset_collection", "collection_type": "list", "name": "l",
+        "element_identifiers": [{"name": f"e{i}", "src": "hda", "id": paste(api, h, f"{i}\n")} for i in range(5)]}).json
+    mapped = run(api, h, "cat1", {"input1": {"batch": True, "values": [{"src": "hdca", "id": listing["id"]}]}})
+    stack.drain()
+    assert [content(api, o["id"]) for o in mapped["outputs"]] == [f"{i}\n".encode() for i in range(5)]
+    assert {j["state"] for j in api.get(f"/api/jobs?history_id={h}").json} == {"ok", "error"}
+    assert runner_outcome(stack, first["jobs"][0]["id"]) == "finished"
+
+
+def runner_outcome(stack, job_id: str) -> str:
+    from app.jobs import runner
+
+    return runner.run_job(stack.runtime.services, stack.services.ids.decode(job_id))

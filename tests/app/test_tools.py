@@ -93,11 +93,16 @@ TEST_TOOLS = {
 @pytest.fixture
 def tool_stack(data_dir: Path, tmp_path: Path) -> Iterator[Stack]:
     """The stack fixture's app, with a directory of test tools loaded after the built-in ones."""
+    yield from build_stack(data_dir, tmp_path)
+
+
+def build_stack(data_dir: Path, tmp_path: Path, **settings_overrides) -> Iterator[Stack]:
+    """A Stack (app, services, stub broker, worker runtime) with the test tools; SQLite unless overridden."""
     tools = tmp_path / "tools"
     tools.mkdir()
     for name, text in TEST_TOOLS.items():
         (tools / name).write_text(textwrap.dedent(text))
-    settings = make_settings(data_dir, tool_dirs=[tools])
+    settings = make_settings(data_dir, tool_dirs=[tools], **settings_overrides)
     upgrade(settings)
     broker = StubBroker(fail_fast_default=False)
     broker.emit_after("process_boot")
