@@ -168,6 +168,9 @@ class WorkflowInvocation(Timestamps, Base):
     parameters: Mapped[dict] = mapped_column(default=dict)
     # Another scheduling pass is wanted: set by a message that found the lease taken.
     needs_pass: Mapped[bool] = mapped_column(default=False)
+    # When a deferred pass is due: wake-ups of an invocation that only waits for its jobs
+    # are gathered into one pass per short period instead of one pass per finished job.
+    pass_due_at: Mapped[dt.datetime | None]
     last_progress_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     steps: Mapped[list["WorkflowInvocationStep"]] = relationship(order_by="WorkflowInvocationStep.order_index")

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Iterations one message may run back to back (needs_pass loops) before it hands over.
 MAX_PASSES_PER_MESSAGE = 20
+# Wake-ups of an invocation only waiting for its jobs are gathered over this many seconds.
+DEFER_S = 0.2
 
 
 class PassResult(enum.Enum):
@@ -43,8 +45,10 @@ class PassResult(enum.Enum):
 
 
 def advance_invocation(session_factory: sessionmaker[Session], invocation_id: int, *, settings: Settings,
-                       enqueuer: Enqueuer) -> str:
+                       enqueuer: Enqueuer, deferred: bool = False) -> str:
     """Handle one ``advance_invocation`` message; return what happened (for logs and tests)."""
+    if not deferred and _defer(session_factory, invocation_id, enqueuer):
+        return "deferred"
     for _ in range(MAX_PASSES_PER_MESSAGE):
         result = _one_pass(session_factory, invocation_id, settings, enqueuer)
         if result is PassResult.TAKEN:
@@ -60,6 +64,36 @@ def advance_invocation(session_factory: sessionmaker[Session], invocation_id: in
             return "done"
     enqueuer_send(session_factory, enqueuer, invocation_id)
     return "continued"
+
+
+def _defer(session_factory: sessionmaker[Session], invocation_id: int, enqueuer: Enqueuer) -> bool:
+    """Gather the wake-ups of a scheduled invocation (one per finished job) into one pass per period.
+
+    Such an invocation has nothing left to schedule; a pass only looks whether all its jobs
+    are done. Returns True when a pass due within ``DEFER_S`` will see this wake-up's event.
+    """
+    with session_factory() as session:
+        row = session.execute(sa.select(WorkflowInvocation.state, WorkflowInvocation.pass_due_at)
+                              .where(WorkflowInvocation.id == invocation_id)).first()
+        if row is None or row.state != InvocationState.SCHEDULED:
+            return False
+        now = utcnow()
+        if row.pass_due_at is not None and row.pass_due_at > now:
+            return True  # a deferred pass, still to come, will see this message's event
+        claimed = session.execute(
+            sa.update(WorkflowInvocation)
+            .where(WorkflowInvocation.id == invocation_id, WorkflowInvocation.state == InvocationState.SCHEDULED,
+                   sa.or_(WorkflowInvocation.pass_due_at.is_(None), WorkflowInvocation.pass_due_at <= now))
+            .values(pass_due_at=now + dt.timedelta(seconds=DEFER_S))
+            .returning(WorkflowInvocation.id)
+        ).first()
+        if claimed is not None:
+            enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id, deferred=True),
+                          delay_ms=int(DEFER_S * 1000))
+            session.commit()
+            return True
+        session.rollback()
+    return False
 
 
 def _lock(session: Session, invocation_id: int) -> WorkflowInvocation | None:
@@ -79,6 +113,7 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
             return PassResult.TAKEN if exists else PassResult.IDLE
         if invocation.state in InvocationState.TERMINAL:
             return PassResult.IDLE
+        invocation.pass_due_at = None
         try:
             run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer)
             outcome = get_scheduler(invocation.scheduler, settings).schedule(run)

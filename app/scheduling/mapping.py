@@ -133,7 +133,7 @@ def add_leaves(session: Session, top_collection_id: int, collection_type: str, u
                 [{"collection_type": child_type, "populated_state": PopulatedState.NEW, "element_count": 0,
                   "create_time": now, "update_time": now} for _ in keys],
             ))
-            session.execute(sa.insert(DatasetCollectionElement), [
+            session.execute(sa.insert(DatasetCollectionElement.__table__), [
                 {"collection_id": parent, "element_index": missing[(parent, identifier)],
                  "element_identifier": identifier, "dataset_id": None, "child_collection_id": child}
                 for (parent, identifier), child in zip(keys, new_ids)
@@ -141,7 +141,7 @@ def add_leaves(session: Session, top_collection_id: int, collection_type: str, u
             existing.update(zip(keys, new_ids))
         parents = [existing[(parent, unit.identifiers[level])] for parent, unit in zip(parents, units)]
     if units:
-        session.execute(sa.insert(DatasetCollectionElement), [
+        session.execute(sa.insert(DatasetCollectionElement.__table__), [
             {"collection_id": parent, "element_index": unit.indexes[-1], "element_identifier": unit.identifiers[-1],
              "dataset_id": dataset_id, "child_collection_id": None}
             for parent, unit, dataset_id in zip(parents, units, dataset_ids)

@@ -93,6 +93,8 @@ class AdvanceInvocation(TaskRequest):
 
     route: ClassVar[TaskRoute] = TaskRoute("advance_invocation", "scheduling")
     invocation_id: int
+    # Set on the scheduler's own delayed wake-up, which always runs its pass.
+    deferred: bool = False
 
 
 class RunJob(JobRequest):

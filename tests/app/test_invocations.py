@@ -334,3 +334,86 @@ def test_wait_returns_when_the_invocation_changes(stack):
     started = time.monotonic()
     unchanged = api.get(f"/api/invocations/{invocation['id']}?wait=0.5").json
     assert unchanged["state"] == "new" and 0.4 < time.monotonic() - started < 5
+
+
+def test_multiple_input_reduces_a_list_and_maps_over_list_paired(stack):
+    api = stack.client(stack.user_key("alice"))
+    reduce_wf = {"class": "GalaxyWorkflow", "label": "reduce", "inputs": {"things": {"type": "data_collection",
+                 "collection_type": "list"}}, "outputs": {"all": {"outputSource": "joined/out_file1"}},
+                 "steps": {"joined": {"tool_id": "cat", "in": {"input1": "things"}}}}
+    pairs_wf = {"class": "GalaxyWorkflow", "label": "pairs", "inputs": {"things": {"type": "data_collection",
+                "collection_type": "list:paired"}}, "outputs": {"each": {"outputSource": "joined/out_file1"}},
+                "steps": {"joined": {"tool_id": "cat", "in": {"input1": "things"}}}}
+    hid = history(api)
+    flat = make_list(stack, api, hid, ["a", "b", "c"])
+    nested = make_list(stack, api, hid, ["f0", "r0", "f1", "r1"], collection_type="list:paired")
+    reduced = invoke(api, import_workflow(api, reduce_wf)["id"], {"things": {"src": "hdca", "id": flat}}, history_id=hid)
+    mapped = invoke(api, import_workflow(api, pairs_wf)["id"], {"things": {"src": "hdca", "id": nested}}, history_id=hid)
+    done = settle(stack, api, reduced["id"])
+    assert done["state"] == "completed" and dataset_text(stack, api, done["outputs"]["all"]["id"]) == "a\nb\nc\n"
+    done = settle(stack, api, mapped["id"])
+    assert done["state"] == "completed", done["messages"]
+    with stack.services.session_factory() as session:
+        made = session.get(HistoryDatasetCollection, stack.services.ids.decode(done["output_collections"]["each"]["id"]))
+        assert made.collection.collection_type == "list"
+        leaves = collections.leaf_datasets(session, made.collection_id)
+    assert [path for path, _ in leaves] == [("p0",), ("p1",)]
+    assert [dataset_text(stack, api, stack.services.ids.encode(d)) for _, d in leaves] == ["f0\nr0\n", "f1\nr1\n"]
+
+
+def test_batch_invocation_makes_one_invocation_per_value(stack):
+    api = stack.client(stack.user_key("alice"))
+    wid = import_workflow(api, load("chain.gxwf.yml"))["id"]
+    hid = history(api)
+    first, second = paste(api, hid, "one"), paste(api, hid, "two")
+    stack.drain()
+    made = api.post(f"/api/workflows/{wid}/invocations", json={
+        "batch": True, "history_id": hid,
+        "inputs": {"0": {"batch": True, "values": [{"src": "hda", "id": first}, {"src": "hda", "id": second}]}}})
+    assert made.status_code == 200 and len(made.json) == 2
+    texts = []
+    for invocation in made.json:
+        done = settle(stack, api, invocation["id"])
+        texts.append(dataset_text(stack, api, done["outputs"]["last"]["id"]))
+    assert texts == ["one\n", "two\n"]
+
+
+def test_cancel_reaches_subinvocations(stack):
+    api = stack.client(stack.user_key("alice"))
+    workflow = load("subworkflow.gxwf.yml")
+    workflow["steps"]["nested"]["run"]["steps"]["wait"] = {"type": "pause", "in": {"input": "inner_cat/out_file1"}}
+    wid = import_workflow(api, workflow)["id"]
+    hid = history(api)
+    data = paste(api, hid, "x")
+    stack.drain()
+    invocation = invoke(api, wid, {"outer_input": {"src": "hda", "id": data}}, history_id=hid)
+    for _ in range(6):
+        stack.drain()
+        sub_id = show(api, invocation["id"])["steps"][2]["subworkflow_invocation_id"]
+        if sub_id and any(s["state"] == "ready" for s in show(api, sub_id)["steps"]):
+            break
+    assert show(api, sub_id)["state"] == "ready"
+    api.delete(f"/api/invocations/{invocation['id']}")
+    stack.drain()
+    assert show(api, invocation["id"])["state"] == "cancelled"
+    assert show(api, sub_id)["state"] == "cancelled"
+
+
+def test_wait_answers_as_soon_as_the_invocation_changes(stack):
+    import threading
+    import time
+
+    api = stack.client(stack.user_key("alice"))
+    wid = import_workflow(api, load("chain.gxwf.yml"))["id"]
+    hid = history(api)
+    data = paste(api, hid, "a")
+    stack.drain()
+    invocation = invoke(api, wid, {"start": {"src": "hda", "id": data}}, history_id=hid)
+    later = threading.Timer(0.5, stack.drain)
+    later.start()
+    started = time.monotonic()
+    changed = api.get(f"/api/invocations/{invocation['id']}?wait=20").json
+    took = time.monotonic() - started
+    later.join()
+    assert changed["state"] != "new" or any(s["state"] != "new" for s in changed["steps"])
+    assert took < 15

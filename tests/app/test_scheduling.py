@@ -197,7 +197,7 @@ def test_sweep_wakes_stale_active_invocations(world):
     world.execute(sa.update(WorkflowInvocation).values(last_progress_time=utcnow() - dt.timedelta(minutes=5)))
     publisher = world.services.enqueuer.publisher
     assert driver.sweep(world.services.session_factory, world.services.enqueuer, stale_after_s=30) == 1
-    assert publisher.last["kwargs"]["request"] == {"invocation_id": invocation}
+    assert publisher.last["kwargs"]["request"]["invocation_id"] == invocation
     assert driver.sweep(world.services.session_factory, world.services.enqueuer, stale_after_s=30) == 0
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 19:21:39.171182
+Create Date: 2026-11-21 19:26:44.363110
 """
 
 from alembic import op
@@ -312,6 +312,7 @@ def upgrade() -> None:
     sa.Column('inputs', sa.JSON(), nullable=False),
     sa.Column('parameters', sa.JSON(), nullable=False),
     sa.Column('needs_pass', sa.Boolean(), nullable=False),
+    sa.Column('pass_due_at', sa.DateTime(), nullable=True),
     sa.Column('last_progress_time', sa.DateTime(), nullable=False),
     sa.Column('create_time', sa.DateTime(), nullable=False),
     sa.Column('update_time', sa.DateTime(), nullable=False),
