@@ -55,6 +55,22 @@ class _YamlSection(PydanticBaseSettingsSource):
         return dict(self.data)
 
 
+# Settings holding paths: relative ones in a settings file are relative to that file, so
+# they mean the same whatever directory a process starts in.
+PATH_FIELDS = ("data_dir", "tool_dirs")
+
+
+def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
+    resolved = dict(section)
+    for key in PATH_FIELDS:
+        value = resolved.get(key)
+        if isinstance(value, str):
+            resolved[key] = str(base / Path(value).expanduser())
+        elif isinstance(value, list):
+            resolved[key] = [str(base / Path(v).expanduser()) if isinstance(v, str) else v for v in value]
+    return resolved
+
+
 class Settings(BaseSettings):
     """Everything a Nebula process needs to know; every field documents itself."""
 
@@ -181,6 +197,8 @@ class Settings(BaseSettings):
         section = read_settings_file(path).get("nebula") or {}
         if not isinstance(section, dict):
             raise SettingsFileError(f"{path}: 'nebula' must be a mapping")
+        if path:
+            section = _resolve_paths(section, Path(path).expanduser().resolve().parent)
         return (init_settings, env_settings, _YamlSection(settings_cls, section))
 
     @cached_property

@@ -42,15 +42,19 @@ def _metrics_env(settings, role: str, port: int) -> None:
 @click.option("--queues", help="Comma-separated logical queues (default: the role's).")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--prefetch", type=click.IntRange(1, 65535),
+              help="Messages each worker process prefetches per queue (default: 2 x threads).")
 @click.option("--time-limit", type=click.IntRange(1), help="Default time limit of a message, in seconds.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Port of the pool's Prometheus endpoint (0: none; default 9191 worker, 9192 scheduler).")
 @click.option("--shutdown-timeout", type=click.IntRange(1), default=600, show_default=True,
               help="Seconds the workers get to finish in-flight messages on SIGTERM.")
-def main(role: str, queues: str | None, processes: int, threads: int, time_limit: int | None,
-         metrics_port: int | None, shutdown_timeout: int) -> None:
+def main(role: str, queues: str | None, processes: int, threads: int, prefetch: int | None,
+         time_limit: int | None, metrics_port: int | None, shutdown_timeout: int) -> None:
     """Run one Dramatiq pool for ROLE (worker or scheduler)."""
     settings = load_settings()
+    if prefetch:
+        os.environ["dramatiq_queue_prefetch"] = str(prefetch)  # read when dramatiq is imported
     _metrics_env(settings, role, DEFAULT_METRICS_PORTS[role] if metrics_port is None else metrics_port)
     from dramatiq.cli import main as dramatiq_main, make_argument_parser
 

@@ -54,22 +54,35 @@ def build_programs(deployment: Deployment) -> list[Program]:
         argv = _python(
             deployment, "-m", "workers.run", "scheduler",
             "--processes", str(sched.processes), "--threads", str(sched.threads),
+            "--metrics-port", str(SCHEDULER_METRICS_PORT),
         )
         description = f"scheduler, {sched.processes} process{'es' if sched.processes > 1 else ''}"
         programs.append(_program(deployment, "scheduler", sched, argv, description))
-    for pool in settings.worker_pools:
-        if pool.enable:
-            programs.append(_worker_program(deployment, pool))
+    enabled_pools = [pool for pool in settings.worker_pools if pool.enable]
+    for index, pool in enumerate(enabled_pools):
+        programs.append(_worker_program(deployment, pool, worker_metrics_port(index)))
     if settings.web.enable:
         programs += _web_programs(deployment)
     return programs
 
 
-def _worker_program(deployment: Deployment, pool: WorkerPoolSettings) -> Program:
+# Prometheus endpoints on 127.0.0.1: each Dramatiq pool serves its own per-actor metrics,
+# beat serves queue depths and states (NEBULA_BEAT_METRICS_PORT, default 9193), the web
+# serves /metrics on its own bind.
+SCHEDULER_METRICS_PORT = 9192
+
+
+def worker_metrics_port(index: int) -> int:
+    """The metrics port of the index-th enabled worker pool: 9191, then 9201, 9202, …"""
+    return 9191 if index == 0 else 9200 + index
+
+
+def _worker_program(deployment: Deployment, pool: WorkerPoolSettings, metrics_port: int) -> Program:
     argv = _python(
         deployment, "-m", "workers.run", "worker",
         "--queues", ",".join(pool.queues),
         "--processes", str(pool.processes), "--threads", str(pool.threads),
+        "--metrics-port", str(metrics_port),
     )
     if pool.prefetch is not None:
         argv += ["--prefetch", str(pool.prefetch)]

@@ -80,3 +80,11 @@ def test_sample_section_covers_every_setting_and_parses(config):
     data = yaml.safe_load(uncommented)["nebula"]
     config.write_text(yaml.safe_dump({"nebula": data}))
     assert load_settings().bind == "127.0.0.1:8080"
+
+
+def test_relative_paths_in_the_file_are_relative_to_it(config, tmp_path, monkeypatch):
+    config.write_text("nebula:\n  data_dir: state\n  tool_dirs: [tools, /abs/tools]\n")
+    monkeypatch.chdir("/")
+    settings = load_settings()
+    assert settings.resolved_data_dir == (tmp_path / "state").resolve()
+    assert [str(p) for p in settings.tool_dirs] == [str(tmp_path / "tools"), "/abs/tools"]

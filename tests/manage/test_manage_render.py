@@ -54,8 +54,9 @@ def test_the_default_supervisor_rendering_runs_the_contract_commands() -> None:
                   "--threads", "4", "--worker-class", "gthread", "--timeout", "60",
                   "--graceful-timeout", "30", "app.api:create_app()"],
         "worker-main": [PY, "-m", "workers.run", "worker", "--queues", "default,jobs,exports",
-                        "--processes", "2", "--threads", "4"],
-        "scheduler": [PY, "-m", "workers.run", "scheduler", "--processes", "1", "--threads", "2"],
+                        "--processes", "2", "--threads", "4", "--metrics-port", "9191"],
+        "scheduler": [PY, "-m", "workers.run", "scheduler", "--processes", "1", "--threads", "2",
+                      "--metrics-port", "9192"],
         "beat": [PY, "-m", "workers.beat"],
     }
     assert "--preload" not in commands["web-0"]
@@ -114,7 +115,7 @@ def test_several_web_instances_worker_pools_and_options() -> None:
     assert sorted(programs) == ["beat", "scheduler", "web-0", "web-1", "worker-exports", "worker-main"]
     assert "--bind 127.0.0.1:8082" in programs["web-1"]["command"]
     assert programs["worker-exports"]["command"].endswith(
-        "--queues exports --processes 1 --threads 4 --prefetch 1 --time-limit 1500"
+        "--queues exports --processes 1 --threads 4 --metrics-port 9201 --prefetch 1 --time-limit 1500"
     )
     assert 'EXTRA="1"' in programs["worker-exports"]["environment"]
     assert "EXTRA" not in programs["worker-main"]["environment"]
@@ -220,3 +221,10 @@ def test_systemd_analyze_accepts_the_units(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_worker_pool_gets_its_own_metrics_port():
+    from nebula_manage.programs import SCHEDULER_METRICS_PORT, worker_metrics_port
+
+    ports = [worker_metrics_port(i) for i in range(5)] + [SCHEDULER_METRICS_PORT, 9193]
+    assert len(set(ports)) == len(ports)
