@@ -17,7 +17,7 @@ import enum
 import logging
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.messaging import Enqueuer
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # Iterations one message may run back to back (needs_pass loops) before it hands over.
 MAX_PASSES_PER_MESSAGE = 20
+# How long a message waits for a busy lease holder before handing its wake-up to a delayed message.
+LOCK_WAIT_MS = 100
+RETRY_TAKEN_MS = 250
 # Wake-ups of an invocation only waiting for its jobs are gathered over this many seconds.
 DEFER_S = 0.2
 
@@ -52,7 +55,7 @@ def advance_invocation(session_factory: sessionmaker[Session], invocation_id: in
     for _ in range(MAX_PASSES_PER_MESSAGE):
         result = _one_pass(session_factory, invocation_id, settings, enqueuer)
         if result is PassResult.TAKEN:
-            if not _request_pass(session_factory, invocation_id):
+            if not _request_pass(session_factory, invocation_id, enqueuer):
                 return "coalesced"
             # The holder may have finished before our flag landed: try once more ourselves.
             result = _one_pass(session_factory, invocation_id, settings, enqueuer)
@@ -133,17 +136,31 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
         return PassResult.DONE
 
 
-def _request_pass(session_factory: sessionmaker[Session], invocation_id: int) -> bool:
-    """Ask the lease holder for one more iteration; False when one is already asked for."""
+def _request_pass(session_factory: sessionmaker[Session], invocation_id: int, enqueuer: Enqueuer) -> bool:
+    """Ask the lease holder for one more iteration; False when one is already asked for.
+
+    The flag is set on the locked row, so this waits for the holder's commit, but only
+    briefly: past ``LOCK_WAIT_MS`` (a long iteration) a delayed message is sent instead,
+    and the scheduler thread is free for other invocations.
+    """
     with session_factory() as session:
         wanted = session.scalar(sa.select(WorkflowInvocation.needs_pass).where(WorkflowInvocation.id == invocation_id))
         if wanted is None or wanted:
             return False
-        # Waits for the holder's commit (it holds the row lock), then sets the flag.
-        session.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
-                        .values(needs_pass=True))
-        session.commit()
-        return True
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if postgres:
+            session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
+        try:
+            session.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
+                            .values(needs_pass=True))
+            session.commit()
+            return True
+        except OperationalError:
+            if not postgres:
+                raise
+            session.rollback()
+    enqueuer_send(session_factory, enqueuer, invocation_id, delay_ms=RETRY_TAKEN_MS)
+    return False
 
 
 def _consume_pass_request(session_factory: sessionmaker[Session], invocation_id: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ class NullPublisher:
 
     def publish(self, message, delay_ms):
         self.last = message
+        self.last_delay_ms = delay_ms
 
 
 class World:
@@ -208,18 +210,30 @@ def test_postgres_lease_taken_asks_the_holder_for_one_more_pass(pg_url, data_dir
     world = World(settings)
     try:
         invocation = world.invoke()
-        holder = world.services.session_factory()
-        holder.execute(sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation).with_for_update())
-        result: list[str] = []
-        waiting = threading.Thread(target=lambda: result.append(world.advance(invocation)))
-        waiting.start()
-        waiting.join(1.0)
-        assert waiting.is_alive(), "the message waits to record its request while the lease is held"
-        holder.commit()
-        holder.close()
-        waiting.join(30)
-        assert result and result[0] in ("done", "coalesced", "handed over")
+
+        def hold(invocation_id: int, seconds: float):
+            holder = world.services.session_factory()
+            holder.execute(sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id).with_for_update())
+            timer = threading.Timer(seconds, lambda: (holder.commit(), holder.close()))
+            timer.start()
+            return timer
+
+        # A short iteration: the message waits for it, records its request, and the pass runs.
+        timer = hold(invocation, 0.05)
+        assert world.advance(invocation) == "done"
+        timer.join()
         assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+        # A long one: the message does not wait; a delayed message carries its wake-up.
+        second = world.invoke()
+        timer = hold(second, 1.5)
+        started = time.monotonic()
+        assert world.advance(second) == "coalesced"
+        assert time.monotonic() - started < 1.0
+        publisher = world.services.enqueuer.publisher
+        assert publisher.last["kwargs"]["request"]["invocation_id"] == second and publisher.last_delay_ms > 0
+        timer.join()
+        world.advance(second)  # the delayed message
+        assert world.jobs(second) == [0, 1, 2, 3, 4]
         with world.services.session_factory() as session:
             assert session.get(WorkflowInvocation, invocation).needs_pass is False
     finally:
