@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.services import collections
 from app.tools.command import BooleanValue, CollectionValue, DatasetValue
 from app.tools.loader import Tool
 from app.tools.models import BooleanParam, ConditionalParam, DataCollectionParam, DataParam, RepeatParam
+from app.tools.params import data_refs
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,22 @@ def _collection(structure: Structure, datasets: dict[int, InputDataset]) -> Coll
         else:
             values.append((identifier, datasets[item].value(identifier)))
     return CollectionValue(collection_type, values)
+
+
+def collection_structures(session_factory: sessionmaker[Session], tool: Tool,
+                          params: dict[str, Any]) -> dict[tuple[str, int], Structure]:
+    """The element structure of every collection the job's parameters name (none: no query)."""
+    refs = [(v["src"], v["id"]) for _, _, v in data_refs(tool.inputs, params) if v.get("src") in ("hdca", "dce")]
+    if not refs:
+        return {}
+    out: dict[tuple[str, int], Structure] = {}
+    with session_factory() as session:
+        for src, ref_id in refs:
+            ref = collections.collection_ref(session, None, src, ref_id, "collection")
+            out[(src, ref_id)] = (ref.collection_type, _structure(collections.load_tree(session, ref.collection_id)))
+    return out
+
+
+def _structure(tree: list[collections.TreeElement]) -> list[tuple[str, Any]]:
+    return [(e.identifier, (e.child_type, _structure(e.children)) if e.child_collection_id else e.dataset_id)
+            for e in tree]

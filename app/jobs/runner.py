@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,21 +33,20 @@ from sqlalchemy.orm import Session
 from app.errors import NotFound
 from app.jobs import monitor as monitoring
 from app.jobs import pgfast
-from app.jobs.context import InputDataset, Structure, build_context
+from app.jobs.statements import CLAIM, DATASETS, FINISH, OUTPUT_OK, TAKE_OVER, WAITING
+from app.jobs.context import InputDataset, build_context, collection_structures
 from app.jobs.execution import PATH, Execution, job_environment, run_command
 from app.jobs.outputs import measure, store_output
-from app.models import Dataset, DatasetState, Job, JobInput, JobOutput, JobState
+from app.models import Dataset, DatasetState, Job, JobOutput, JobState
 from app.models.base import utcnow
 from app.objectstore import ObjectStore
 from app.schemas.tasks import AdvanceInvocation, RunJob
-from app.services import collections
 from app.services.jobs import DELETED_INFO, discard_outputs
 from app.services.registry import Services
 from app.tools import toolbox
 from app.tools.command import CommandError
 from app.tools.loader import Tool
 from app.tools.outputs import output_format
-from app.tools.params import data_refs
 
 log = logging.getLogger(__name__)
 
@@ -53,62 +54,36 @@ READY = frozenset({DatasetState.OK, DatasetState.EMPTY, DatasetState.FAILED_META
 FAILED = frozenset({DatasetState.ERROR, DatasetState.DISCARDED, DatasetState.DEFERRED})
 MAX_WAIT_MS = 10_000
 
-_job, _dataset, _input, _output = Job.__table__, Dataset.__table__, JobInput.__table__, JobOutput.__table__
-_bp = sa.bindparam
+@dataclass
+class _Helpers:
+    """What the runner keeps per Services object: the monitor and the fast-path connections."""
 
-CLAIM = (
-    sa.update(_job)
-    .where(_job.c.id == _bp("job_id"), _job.c.state.in_([JobState.QUEUED, JobState.NEW]))
-    .values(state=JobState.RUNNING, worker_id=_bp("worker"), attempts=_job.c.attempts + 1,
-            start_time=_bp("now"), update_time=_bp("now"), pid=None)
-    .returning(_job.c.tool_id, _job.c.params, _job.c.invocation_id)
-)
-TAKE_OVER = (
-    sa.update(_job)
-    .where(_job.c.id == _bp("job_id"), _job.c.state == JobState.RUNNING, _job.c.attempts == _bp("seen_attempts"))
-    .values(state=JobState.RUNNING, worker_id=_bp("worker"), attempts=_job.c.attempts + 1,
-            start_time=_bp("now"), update_time=_bp("now"), pid=None)
-    .returning(_job.c.tool_id, _job.c.params, _job.c.invocation_id)
-)
-_DATASET_COLUMNS = (_dataset.c.id, _dataset.c.state, _dataset.c.object_key, _dataset.c.extension,
-                    _dataset.c.name.label("dataset_name"), _dataset.c.hid, _dataset.c.metadata, _dataset.c.purged)
-DATASETS = sa.union_all(
-    sa.select(sa.literal(0).label("is_output"), _input.c.name.label("param"), *_DATASET_COLUMNS,
-              _input.c.id.label("position"))
-    .join(_dataset, _dataset.c.id == _input.c.dataset_id).where(_input.c.job_id == _bp("job_id")),
-    sa.select(sa.literal(1).label("is_output"), _output.c.name.label("param"), *_DATASET_COLUMNS,
-              _output.c.id.label("position"))
-    .join(_dataset, _dataset.c.id == _output.c.dataset_id).where(_output.c.job_id == _bp("job_id")),
-).order_by("is_output", "position")
-FINISH = (
-    sa.update(_job)
-    .where(_job.c.id == _bp("job_id"), _job.c.state == JobState.RUNNING, _job.c.worker_id == _bp("worker"))
-    .values(state=_bp("new_state"), exit_code=_bp("code"), command_line=_bp("script"), stdout=_bp("out"),
-            stderr=_bp("err"), info=_bp("why"), end_time=_bp("now"), update_time=_bp("now"), pid=None)
-)
-OUTPUT_OK = (
-    sa.update(_dataset)
-    .where(_dataset.c.id == _bp("dataset_id"))
-    .values(state=DatasetState.OK, object_key=_bp("key"), extension=_bp("ext"), file_size=_bp("size"),
-            line_count=_bp("lines"), peek=_bp("text_peek"), blurb=_bp("text_blurb"), info=None,
-            update_time=_bp("now"))
-)
-WAITING = (
-    sa.select(_input.c.job_id).distinct()
-    .join(_job, _job.c.id == _input.c.job_id)
-    .where(_input.c.dataset_id.in_(_bp("outputs", expanding=True)), _job.c.state == JobState.NEW)
-)
+    services: weakref.ref
+    monitor: monitoring.JobMonitor
+    fast: pgfast.ThreadConnections | None
 
-_monitors: dict[int, monitoring.JobMonitor] = {}
-_fast: dict[int, pgfast.ThreadConnections | None] = {}
+
+_helpers: dict[int, _Helpers] = {}
+_helpers_lock = threading.Lock()
+
+
+def _helpers_for(services: Services) -> _Helpers:
+    """The helpers of these services (made on first use; never those of a gone object with the same id)."""
+    entry = _helpers.get(id(services))
+    if entry is None or entry.services() is not services:
+        with _helpers_lock:
+            entry = _helpers.get(id(services))
+            if entry is None or entry.services() is not services:
+                postgres = services.engine.dialect.name == "postgresql"
+                entry = _helpers[id(services)] = _Helpers(
+                    weakref.ref(services), monitoring.JobMonitor(services.session_factory),
+                    pgfast.ThreadConnections(services.engine) if postgres else None)
+    return entry
 
 
 def monitor_for(services: Services) -> monitoring.JobMonitor:
     """The process's job monitor for these services."""
-    key = id(services)
-    if key not in _monitors:
-        _monitors[key] = monitoring.JobMonitor(services.session_factory)
-    return _monitors[key]
+    return _helpers_for(services).monitor
 
 
 @dataclass
@@ -152,11 +127,7 @@ def _run(services: Services, claimed: Claimed, conn: Connection | None) -> str:
 
 def _fast_connections(services: Services) -> pgfast.ThreadConnections | None:
     """The per-thread autocommit connections of the PostgreSQL fast path (None elsewhere)."""
-    key = id(services)
-    if key not in _fast:
-        postgres = services.engine.dialect.name == "postgresql"
-        _fast[key] = pgfast.ThreadConnections(services.engine) if postgres else None
-    return _fast[key]
+    return _helpers_for(services).fast
 
 
 def _session(services: Services, conn: Connection | None) -> Session:
@@ -252,7 +223,7 @@ def _execute(services: Services, conn: Connection | None, claimed: Claimed) -> s
                                      row.dataset_name, row.hid, row.metadata or {}) for row in claimed.inputs}
     outputs = {name: workdir / f"{name}.out" for name, _ in claimed.outputs}
     try:
-        context = build_context(tool, claimed.params, datasets, _structures(services, tool, claimed.params), outputs)
+        context = build_context(tool, claimed.params, datasets, collection_structures(services.session_factory, tool, claimed.params), outputs)
         if tool.template is None:
             raise CommandError(f"tool {tool.id!r} has no command")
         command = tool.template.render(context, path=PATH)
@@ -286,24 +257,6 @@ def _fresh_directory(workdir: Path) -> None:
 def _stored_path(store: ObjectStore, dataset_id: int, key: str) -> Path:
     """The file of a stored dataset (keys the store made itself need no resolving)."""
     return store.root / key if key == store.key_for(dataset_id) else store.path(key)
-
-
-def _structures(services: Services, tool: Tool, params: dict[str, Any]) -> dict[tuple[str, int], Structure]:
-    """The element structure of every collection the job's parameters name."""
-    refs = [(v["src"], v["id"]) for _, param, v in data_refs(tool.inputs, params) if v.get("src") in ("hdca", "dce")]
-    if not refs:
-        return {}
-    out: dict[tuple[str, int], Structure] = {}
-    with services.session_factory() as session:
-        for src, ref_id in refs:
-            ref = collections.collection_ref(session, None, src, ref_id, "collection")
-            out[(src, ref_id)] = (ref.collection_type, _structure(collections.load_tree(session, ref.collection_id)))
-    return out
-
-
-def _structure(tree: list[collections.TreeElement]) -> list[tuple[str, Any]]:
-    return [(e.identifier, (e.child_type, _structure(e.children)) if e.child_collection_id else e.dataset_id)
-            for e in tree]
 
 
 # -- finish ------------------------------------------------------------------------------------

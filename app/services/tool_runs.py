@@ -23,14 +23,8 @@ from app.models import Dataset, History, HistoryDatasetCollection, Job, User
 from app.services import collections, uploads
 from app.services.jobs import JobSpec, create_jobs
 from app.tools.loader import Tool
-from app.tools.params import (
-    Batch,
-    CollectionRef,
-    ElementRef,
-    data_refs,
-    expand_batches,
-    validate_inputs,
-)
+from app.tools.batches import Batch, expand_batches
+from app.tools.params import CollectionRef, ElementRef, data_refs, validate_inputs
 
 Decode = Callable[[Any], int | None]
 

@@ -15,9 +15,16 @@ from app.tools.loader import BUILTIN_DIR, Tool, ToolBox, ToolLoadError, load_too
 __all__ = ["BUILTIN_DIR", "Tool", "ToolBox", "ToolLoadError", "load_tool", "load_toolbox", "toolbox"]
 
 
+_by_settings: dict[int, tuple[Settings, ToolBox]] = {}
+
+
 def toolbox(settings: Settings) -> ToolBox:
     """The tools for these settings, loaded once per process."""
-    return _cached_toolbox(tuple(str(Path(d).expanduser().resolve()) for d in settings.tool_dirs))
+    entry = _by_settings.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        box = _cached_toolbox(tuple(str(Path(d).expanduser().resolve()) for d in settings.tool_dirs))
+        entry = _by_settings[id(settings)] = (settings, box)
+    return entry[1]
 
 
 @functools.lru_cache(maxsize=8)

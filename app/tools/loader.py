@@ -7,7 +7,7 @@ naming the file and the field; the other files still load.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 

@@ -9,7 +9,7 @@ tree and returns canonical parameters:
   ``{"src": "hdca" | "dce", "id": int}``, integer/float/text/select as such, boolean as a
   bool, repeat → list of blocks, conditional → dict of the test value and its case;
 - a batch value (``{"batch": true, "values": [...]}``) → a ``Batch`` holding one slice
-  per job, expanded by ``expand_batches``.
+  per job, expanded by ``app.tools.batches.expand_batches``.
 
 Every error names the parameter, in the flat form Galaxy's messages use.
 Database look-ups go through an ``InputResolver``, so this module stays pure.
@@ -17,14 +17,15 @@ Database look-ups go through an ``InputResolver``, so this module stays pure.
 
 from __future__ import annotations
 
-import copy
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.errors import RequestParameterInvalid, RequestParameterMissing
+from app.tools import values as scalars
+from app.tools.batches import Batch, Slice
+from app.tools.values import MISSING
 from app.tools.models import (
     BooleanParam,
     ConditionalParam,
@@ -37,9 +38,6 @@ from app.tools.models import (
     TextParam,
 )
 
-MISSING: Any = object()
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0", ""}
 
 
 @dataclass(frozen=True)
@@ -76,24 +74,6 @@ class InputResolver(Protocol):
 
     def elements(self, collection_id: int) -> list[ElementRef]:
         """The elements of a collection, in order."""
-
-
-@dataclass(frozen=True)
-class Slice:
-    """One job's share of a batch: its value and where it sits in the mapped collection."""
-
-    path: tuple[str, ...]
-    value: Any
-
-
-@dataclass
-class Batch:
-    """A batch parameter: one slice per job; ``collection_type`` of the implicit outputs."""
-
-    where: str
-    slices: list[Slice]
-    collection_type: str | None
-    source: CollectionRef | None = None
 
 
 def validate_inputs(tool_inputs: list[Any], raw: dict[str, Any], resolver: InputResolver) -> dict[str, Any]:
@@ -205,15 +185,15 @@ class _Validator:
         if isinstance(value, dict) and value.get("batch"):
             raise RequestParameterInvalid(f"parameter '{where}': only data inputs can be given in batch mode")
         if isinstance(param, IntegerParam):
-            return _number(param, value, where, int)
+            return scalars.number(param, value, where, int)
         if isinstance(param, FloatParam):
-            return _number(param, value, where, float)
+            return scalars.number(param, value, where, float)
         if isinstance(param, TextParam):
-            return _text(param, value, where)
+            return scalars.text(param, value, where)
         if isinstance(param, BooleanParam):
-            return _boolean(param, value, where)
+            return scalars.boolean(param, value, where)
         if isinstance(param, SelectParam):
-            return _select(param, value, where)
+            return scalars.select(param, value, where)
         raise RequestParameterInvalid(f"parameter '{where}': unsupported parameter type {param.type!r}")
 
     # -- data ----------------------------------------------------------------------------
@@ -338,150 +318,8 @@ def _refs(value: Any, where: str) -> list[tuple[str, Any]]:
         elif isinstance(item, dict) and "id" in item:
             refs.append((str(item.get("src") or "hda"), item["id"]))
         else:
-            raise RequestParameterInvalid(f"parameter '{where}': expected {{\"src\": \"hda\", \"id\": …}}, got {_short(item)}")
+            raise RequestParameterInvalid(f"parameter '{where}': expected {{\"src\": \"hda\", \"id\": …}}, got {scalars.short(item)}")
     return refs
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _scalar(value: Any, where: str) -> Any:
-    if isinstance(value, dict) and set(value) == {"value"}:  # {"value": x}, as some clients send
-        value = value["value"]
-    if isinstance(value, (dict, list)):
-        raise RequestParameterInvalid(f"parameter '{where}': expected a single value, got {_short(value)}")
-    return value
-
-
-def _number(param: IntegerParam | FloatParam, value: Any, where: str, kind: type) -> int | float | None:
-    value = _scalar(value, where)
-    if value is MISSING or value is None or (isinstance(value, str) and not value.strip()):
-        if param.value is not None:
-            return param.value
-        if param.optional:
-            return None
-        raise RequestParameterMissing(f"parameter '{where}': a value is required")
-    what = "an integer" if kind is int else "a number"
-    if isinstance(value, bool):
-        raise RequestParameterInvalid(f"parameter '{where}': expected {what}, got {value!r}")
-    try:
-        number = kind(value.strip()) if isinstance(value, str) else kind(value)
-    except (TypeError, ValueError):
-        raise RequestParameterInvalid(f"parameter '{where}': {_short(value)} is not {what}") from None
-    if kind is int and isinstance(value, float) and value != number:
-        raise RequestParameterInvalid(f"parameter '{where}': {value!r} is not {what}")
-    if kind is float and not math.isfinite(number):
-        raise RequestParameterInvalid(f"parameter '{where}': {value!r} is not a finite number")
-    if param.min is not None and number < param.min:
-        raise RequestParameterInvalid(f"parameter '{where}': {number} is below the minimum {param.min}")
-    if param.max is not None and number > param.max:
-        raise RequestParameterInvalid(f"parameter '{where}': {number} is above the maximum {param.max}")
-    return number
-
-
-def _text(param: TextParam, value: Any, where: str) -> str | None:
-    value = _scalar(value, where)
-    if value is MISSING or value is None:
-        return None if param.optional and not param.value else param.value
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    text = value if isinstance(value, str) else str(value)
-    if "\x00" in text:
-        raise RequestParameterInvalid(f"parameter '{where}': NUL characters are not allowed")
-    if len(text) > param.max_length:
-        raise RequestParameterInvalid(f"parameter '{where}': longer than {param.max_length} characters")
-    return text
-
-
-def _boolean(param: BooleanParam, value: Any, where: str) -> bool:
-    value = _scalar(value, where)
-    if value is MISSING or value is None:
-        return param.checked
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if value == param.truevalue or lowered in _TRUE:
-            return True
-        if value == param.falsevalue or lowered in _FALSE:
-            return False
-    raise RequestParameterInvalid(f"parameter '{where}': expected true or false, got {_short(value)}")
-
-
-def _select(param: SelectParam, value: Any, where: str) -> str | list[str] | None:
-    allowed = [o.value for o in param.options]
-    if param.multiple:
-        if value is MISSING or value is None:
-            chosen = param.default or []
-        elif isinstance(value, list):
-            chosen = [str(_scalar(v, where)) for v in value]
-        else:
-            text = str(_scalar(value, where))
-            chosen = [part for part in text.split(",") if part] if text else []
-        for item in chosen:
-            if item not in allowed:
-                raise RequestParameterInvalid(_not_an_option(where, item, allowed))
-        if not chosen and not param.optional:
-            raise RequestParameterMissing(f"parameter '{where}': choose at least one of {', '.join(map(repr, allowed))}")
-        return chosen
-    value = _scalar(value, where)
-    if value is MISSING or value is None or (value == "" and "" not in allowed):
-        default = param.default
-        if default is None and not param.optional:
-            raise RequestParameterMissing(f"parameter '{where}': a value is required")
-        return default
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    if text not in allowed:
-        raise RequestParameterInvalid(_not_an_option(where, text, allowed))
-    return text
-
-
-def _not_an_option(where: str, value: str, allowed: list[str]) -> str:
-    return f"parameter '{where}': {_short(value)} is not one of the options {', '.join(map(repr, allowed))}"
-
-
-# -- batches -------------------------------------------------------------------------------
-
-
-def find_batches(params: Any) -> list[Batch]:
-    """Every Batch in validated parameters."""
-    if isinstance(params, Batch):
-        return [params]
-    if isinstance(params, dict):
-        return [b for v in params.values() for b in find_batches(v)]
-    if isinstance(params, list):
-        return [b for v in params for b in find_batches(v)]
-    return []
-
-
-def expand_batches(params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Batch]]:
-    """One parameter set per job, and the batches they came from (linked: zipped element-wise)."""
-    batches = find_batches(params)
-    if not batches:
-        return [params], []
-    first = batches[0]
-    for other in batches[1:]:
-        if len(other.slices) != len(first.slices) or [s.path for s in other.slices] != [s.path for s in first.slices]:
-            raise RequestParameterInvalid(
-                f"parameters '{first.where}' and '{other.where}' are mapped over collections of different structure")
-    jobs = []
-    for index in range(len(first.slices)):
-        jobs.append(_substitute(params, index))
-    return jobs, batches
-
-
-def _substitute(value: Any, index: int) -> Any:
-    if isinstance(value, Batch):
-        return copy.deepcopy(value.slices[index].value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, index) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, index) for v in value]
-    return value
 
 
 # -- reading canonical parameters ------------------------------------------------------------
