@@ -2,7 +2,7 @@
 
 A writer takes members one at a time (``add_file`` from an open file, ``add_bytes`` for
 small generated files) and never holds a member in memory. The tar.gz writer compresses
-4 MiB pieces on a small thread pool (as pigz does) while the writing thread reads and
+1 MiB pieces on a small thread pool (as pigz does) while the writing thread reads and
 hashes the next file; at most a few pieces are in flight, so memory stays bounded.
 """
 
@@ -156,7 +156,7 @@ class _ParallelGzip(io.RawIOBase):
     flight, which bounds the memory whatever the archive's size.
     """
 
-    PIECE = 4 << 20
+    PIECE = 1 << 20
 
     def __init__(self, raw: BinaryIO, compresslevel: int, threads: int | None = None):
         self.raw = raw
@@ -177,9 +177,9 @@ class _ParallelGzip(io.RawIOBase):
     def write(self, data) -> int:  # type: ignore[override]
         self.position += len(data)
         self.buffer += data
-        while len(self.buffer) >= self.PIECE:
-            self._submit(bytes(self.buffer[: self.PIECE]))
-            del self.buffer[: self.PIECE]
+        if len(self.buffer) >= self.PIECE:  # tarfile writes 1 MiB at a time: pieces stay near PIECE
+            self._submit(bytes(self.buffer))
+            self.buffer.clear()
         return len(data)
 
     def _submit(self, piece: bytes) -> None:
