@@ -70,8 +70,13 @@ def create_jobs(session: Session, specs: list[JobSpec], *, enqueuer: Enqueuer) -
         fresh.append(spec)
     created = _insert(session, fresh, enqueuer) if fresh else []
     by_spec = {id(spec): job for spec, job in zip(fresh, created)}
-    old = _load_jobs(session, [existing[s.key] for s in specs if id(s) not in by_spec])  # type: ignore[index]
-    return [by_spec.get(id(spec)) or old[existing[spec.key]] for spec in specs]  # type: ignore[index]
+    by_id = {job.id: job for job in created}
+    for spec, job in zip(fresh, created):
+        if spec.key is not None:
+            existing[spec.key] = job.id
+    keyed = [existing[s.key] for s in specs if id(s) not in by_spec]  # type: ignore[index]
+    by_id.update(_load_jobs(session, [job_id for job_id in keyed if job_id not in by_id]))
+    return [by_spec.get(id(spec)) or by_id[existing[spec.key]] for spec in specs]  # type: ignore[index]
 
 
 def _existing_keys(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:

@@ -218,7 +218,11 @@ def test_create_jobs_in_bulk_is_idempotent_for_workflow_keys(stack):
         again = create_jobs(session, _specs(session, tool, user, history, dataset_id, 60, step=7),
                             enqueuer=stack.services.enqueuer)
         assert [j.id for j in again[:50]] == ids and len({j.id for j in again}) == 60
+        # The same key twice in one call is one job.
+        twice = create_jobs(session, _specs(session, tool, user, history, dataset_id, 61, step=7)[-1:] * 2,
+                            enqueuer=stack.services.enqueuer)
+        assert twice[0].id == twice[1].id and twice[0].id not in {j.id for j in again}
         hids = session.scalars(sa.select(Dataset.hid).where(Dataset.history_id == history.id)).all()
-        assert len(hids) == len(set(hids)) == 61
+        assert len(hids) == len(set(hids)) == 62
     stack.drain()
-    assert len(api.get(f"/api/jobs?history_id={h}&tool_id=cat1&state=ok&limit=1000").json) == 60
+    assert len(api.get(f"/api/jobs?history_id={h}&tool_id=cat1&state=ok&limit=1000").json) == 61
