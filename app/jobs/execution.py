@@ -2,8 +2,9 @@
 
 A simple command runs from its argv list with the redirections opened here (no shell); any
 other command is written to ``command.sh`` in the job's working directory and runs as
-``bash command.sh``. stdout and stderr go to files there and only their tails (``cap``
-bytes) are kept; the job row records the script either way.
+``bash command.sh``. stdout (unless redirected to an output) and stderr go to in-memory
+files, of which only the tails (``cap`` bytes) are kept and whose size the monitor
+bounds; the job row records the script either way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +22,7 @@ from app.tools.command import RenderedCommand
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-STDOUT, STDERR, SCRIPT = "tool_stdout", "tool_stderr", "command.sh"
+SCRIPT = "command.sh"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def run_command(
     """
     if command.argv is None:
         (workdir / SCRIPT).write_text(f"#!{SHELL}\n{command.script}\n", encoding="utf-8", errors="surrogateescape")
-    with open(workdir / STDERR, "w+b") as err:
+    with _capture("stderr") as err:
         out = None
         try:
             process, out = _spawn(command, workdir, env, err)
@@ -75,7 +77,8 @@ def run_command(
             return Execution(127 if isinstance(exc, FileNotFoundError) else 1, "", f"{exc.filename or ''}: {exc.strerror}\n")
         if memory_mb:
             _limit_memory(process.pid, memory_mb)
-        running = monitor.register(job_id, process, output_ids or [], deadline=wall_time)
+        captures = [err] if out is None else [err, out]
+        running = monitor.register(job_id, process, output_ids or [], deadline=wall_time, captures=captures)
         try:
             code = process.wait()
         finally:
@@ -87,16 +90,24 @@ def run_command(
         return Execution(code, stdout, _tail(err, cap), running.stop_reason)
 
 
+def _capture(name: str) -> BinaryIO:
+    """An in-memory file for a stream the job writes (no inode created and removed per job)."""
+    try:
+        return os.fdopen(os.memfd_create(f"nebula-job-{name}", os.MFD_CLOEXEC), "w+b")
+    except (AttributeError, OSError):  # no memfd here: an unnamed temporary file
+        return tempfile.TemporaryFile()
+
+
 def _spawn(command: RenderedCommand, workdir: Path, env: dict[str, str], err: BinaryIO
            ) -> tuple[subprocess.Popen, BinaryIO | None]:
     """Start the process (argv with redirections, or bash on the script).
 
-    Returns the process and, when its stdout is not redirected to an output, the open
-    file capturing it (read back for the job's stdout).
+    Returns the process and, when its stdout is not redirected to an output, the
+    in-memory file capturing it (read back for the job's stdout).
     """
     common = dict(cwd=workdir, env=env, stderr=err, start_new_session=True, close_fds=True)
     if command.argv is None or command.stdout is None:
-        captured = open(workdir / STDOUT, "w+b")
+        captured = _capture("stdout")
         try:
             argv = [SHELL, SCRIPT] if command.argv is None else command.argv
             if command.argv is not None and command.stdin is not None:
@@ -129,15 +140,6 @@ def _limit_memory(pid: int, memory_mb: int) -> None:
         resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
     except (OSError, ValueError):
         pass
-
-
-def tail(path: Path, cap: int) -> str:
-    """The last ``cap`` bytes of a file as text."""
-    try:
-        with path.open("rb") as handle:
-            return _tail(handle, cap)
-    except FileNotFoundError:
-        return ""
 
 
 def _text(data: bytes, size: int, cap: int) -> str:

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +34,8 @@ HEARTBEAT = 10.0
 # A running job whose holder has not been heard of for this long is taken as orphaned.
 LEASE = 60.0
 KILL_GRACE = 3.0
+# A job's captured stdout/stderr lives in memory; a tool writing more than this is stopped.
+CAPTURE_LIMIT = 128 << 20
 _STOP_STATES = (JobState.DELETING, JobState.DELETED)
 
 
@@ -49,10 +52,19 @@ class RunningJob:
     process: subprocess.Popen
     output_ids: list[int] = field(default_factory=list)
     deadline: float | None = None  # seconds of wall time allowed
+    captures: list[BinaryIO] = field(default_factory=list)  # in-memory stdout/stderr, bounded
     started: float = field(default_factory=time.monotonic)
     pid_recorded: bool = False
     stop_reason: str | None = None
     stop_time: float | None = None
+
+
+def _size(handle: BinaryIO) -> int:
+    """Bytes written to an open file (0 once it is closed)."""
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -79,9 +91,10 @@ class JobMonitor:
             return job_id in self._jobs
 
     def register(self, job_id: int, process: subprocess.Popen, output_ids: list[int], *,
-                 deadline: float | None = None) -> RunningJob:
-        """Watch a job's process: stop it after ``deadline`` seconds; show ``output_ids`` running after a while."""
-        running = RunningJob(job_id, process, output_ids, deadline)
+                 deadline: float | None = None, captures: list[BinaryIO] | None = None) -> RunningJob:
+        """Watch a job's process: stop it after ``deadline`` seconds or when a capture grows past
+        ``CAPTURE_LIMIT``; show ``output_ids`` running after a while."""
+        running = RunningJob(job_id, process, output_ids, deadline, list(captures or []))
         with self._lock:
             self._jobs[job_id] = running
             if self._thread_pid != os.getpid():
@@ -119,6 +132,8 @@ class JobMonitor:
         for job in running:
             if job.deadline is not None and now - job.started > job.deadline:
                 self.stop(job, f"wall time limit of {job.deadline:g} s exceeded")
+            if any(_size(capture) > CAPTURE_LIMIT for capture in job.captures):
+                self.stop(job, f"the tool wrote more than {CAPTURE_LIMIT >> 20} MiB to stdout or stderr")
             if job.stop_time is not None and now - job.stop_time > KILL_GRACE and job.process.poll() is None:
                 kill_group(job.process.pid)
         ids = [job.job_id for job in running]

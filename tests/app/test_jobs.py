@@ -226,3 +226,21 @@ def test_create_jobs_in_bulk_is_idempotent_for_workflow_keys(stack):
         assert len(hids) == len(set(hids)) == 62
     stack.drain()
     assert len(api.get(f"/api/jobs?history_id={h}&tool_id=cat1&state=ok&limit=1000").json) == 61
+
+
+def test_output_tails_are_capped_and_a_flood_is_stopped(tool_stack, monkeypatch):
+    from app.jobs import monitor
+
+    stack = tool_stack
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    capped = run(api, h, "noisy", {"forever": False})
+    monkeypatch.setattr(monitor, "CAPTURE_LIMIT", 1 << 20)
+    flood = run(api, h, "noisy", {"forever": True})
+    stack.drain()
+    job = api.get(f"/api/jobs/{capped['jobs'][0]['id']}?full=true").json
+    assert job["state"] == "error" and job["stderr"].startswith("[… ")
+    assert len(job["stderr"].encode()) < stack.settings.job_output_cap + 100
+    flooded = api.get(f"/api/jobs/{flood['jobs'][0]['id']}?full=true").json
+    assert flooded["state"] == "error"
+    assert "more than 1 MiB" in api.get(f"/api/datasets/{flood['outputs'][0]['id']}").json["misc_info"]

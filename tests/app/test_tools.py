@@ -43,6 +43,15 @@ TEST_TOOLS = {
         resources: {walltime: 1}
         command: sleep 30 && echo done > {{ out }}
     """,
+    "noisy.yml": """
+        id: noisy
+        name: Write to stderr
+        inputs:
+          - {name: forever, type: boolean}
+        outputs:
+          out: {format: txt}
+        command: "{% if forever %}yes >&2{% else %}yes | head -c 100000 >&2; exit 1{% endif %}"
+    """,
     "failing.yml": """
         id: failing
         name: Fail
