@@ -7,7 +7,12 @@ work vanish together; the redelivered message (or the sweep) starts the iteratio
 and job keys make sure no job is created twice.
 
 A message that finds the lease taken is not lost: it records ``needs_pass`` on the row,
-and the holder, after committing, looks at that flag and runs one more iteration.
+and the holder, after committing, looks at that flag and runs one more iteration (or,
+when the holder is in a long iteration, the message hands its wake-up to a delayed one).
+
+Every finished job wakes its invocation. Once an invocation is ``scheduled`` those
+wake-ups can only complete it, so they are gathered: the first claims a pass due
+``DEFER_S`` later (``pass_due_at``), the others see that pass coming and stop there.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import threading
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -74,29 +80,74 @@ def _defer(session_factory: sessionmaker[Session], invocation_id: int, enqueuer:
 
     Such an invocation has nothing left to schedule; a pass only looks whether all its jobs
     are done. Returns True when a pass due within ``DEFER_S`` will see this wake-up's event.
+    Most wake-ups end at the first SELECT, read on a plain connection (no ORM session).
     """
+    engine = session_factory.kw["bind"]
+    key = (str(engine.url), invocation_id)
+    if _known_due.pending(key):
+        return True  # this process claimed (or saw) a period still to come: no query at all
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(WorkflowInvocation.state, WorkflowInvocation.pass_due_at)
+                           .where(WorkflowInvocation.id == invocation_id)).first()
+        conn.rollback()
+    if row is None or row.state != InvocationState.SCHEDULED:
+        return False
+    now = utcnow()
+    if row.pass_due_at is not None and row.pass_due_at > now:
+        _known_due.remember(key, row.pass_due_at)
+        return True  # a deferred pass, still to come, will see this message's event
+    due = now + dt.timedelta(seconds=DEFER_S)
     with session_factory() as session:
-        row = session.execute(sa.select(WorkflowInvocation.state, WorkflowInvocation.pass_due_at)
-                              .where(WorkflowInvocation.id == invocation_id)).first()
-        if row is None or row.state != InvocationState.SCHEDULED:
-            return False
-        now = utcnow()
-        if row.pass_due_at is not None and row.pass_due_at > now:
-            return True  # a deferred pass, still to come, will see this message's event
-        claimed = session.execute(
+        # Claim the next period unless another wake-up already did (then its pass is ours too).
+        due_at = session.execute(
             sa.update(WorkflowInvocation)
-            .where(WorkflowInvocation.id == invocation_id, WorkflowInvocation.state == InvocationState.SCHEDULED,
-                   sa.or_(WorkflowInvocation.pass_due_at.is_(None), WorkflowInvocation.pass_due_at <= now))
-            .values(pass_due_at=now + dt.timedelta(seconds=DEFER_S))
-            .returning(WorkflowInvocation.id)
+            .where(WorkflowInvocation.id == invocation_id, WorkflowInvocation.state == InvocationState.SCHEDULED)
+            .values(pass_due_at=sa.case(
+                (sa.or_(WorkflowInvocation.pass_due_at.is_(None), WorkflowInvocation.pass_due_at <= now), due),
+                else_=WorkflowInvocation.pass_due_at))
+            .returning(WorkflowInvocation.pass_due_at)
         ).first()
-        if claimed is not None:
+        if due_at is None:
+            return False  # no longer only waiting for jobs: run a pass now
+        if due_at[0] == due:
             enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id, deferred=True),
                           delay_ms=int(DEFER_S * 1000))
-            session.commit()
-            return True
-        session.rollback()
-    return False
+        session.commit()
+    _known_due.remember(key, due_at[0])
+    return True
+
+
+class _DueTimes:
+    """Deferred passes this process knows to be committed and still to come, by invocation.
+
+    A wake-up for such an invocation needs no query: that pass will run after it.
+    """
+
+    def __init__(self, limit: int = 10_000):
+        self.limit = limit
+        self.due: dict[tuple[str, int], dt.datetime] = {}
+        self.lock = threading.Lock()
+
+    def pending(self, key: tuple[str, int]) -> bool:
+        """True when a deferred pass of (database, invocation) is known to come later."""
+        with self.lock:
+            due = self.due.get(key)
+            if due is None:
+                return False
+            if due > utcnow():
+                return True
+            del self.due[key]
+            return False
+
+    def remember(self, key: tuple[str, int], due: dt.datetime) -> None:
+        """Note a committed deferred pass."""
+        with self.lock:
+            if len(self.due) >= self.limit:
+                self.due.clear()
+            self.due[key] = due
+
+
+_known_due = _DueTimes()
 
 
 def _lock(session: Session, invocation_id: int) -> WorkflowInvocation | None:

@@ -26,7 +26,8 @@ BUILTIN = {
 
 _lock = threading.Lock()
 _targets: dict[str, str] | None = None
-_instances: dict[tuple[str, int], Scheduler] = {}
+# (name, id(settings)) → (settings, plugin); holding the settings keeps their id from being reused.
+_instances: dict[tuple[str, int], tuple[Settings, Scheduler]] = {}
 
 
 def _all_targets() -> dict[str, str]:
@@ -59,9 +60,9 @@ def get_scheduler(name: str, settings: Settings) -> Scheduler:
     """The process's instance of a plugin (built on first use)."""
     key = (name, id(settings))
     with _lock:
-        instance = _instances.get(key)
-    if instance is not None:
-        return instance
+        cached = _instances.get(key)
+    if cached is not None and cached[0] is settings:
+        return cached[1]
     target = _all_targets().get(name)
     if target is None:
         raise LookupError(f"no scheduler plugin named {name!r}")
@@ -69,5 +70,5 @@ def get_scheduler(name: str, settings: Settings) -> Scheduler:
     plugin_class = getattr(importlib.import_module(module_name), attr)
     instance = plugin_class(settings)
     with _lock:
-        _instances.setdefault(key, instance)
-        return _instances[key]
+        _instances[key] = (settings, instance)
+        return instance
