@@ -244,3 +244,36 @@ def test_output_tails_are_capped_and_a_flood_is_stopped(tool_stack, monkeypatch)
     flooded = api.get(f"/api/jobs/{flood['jobs'][0]['id']}?full=true").json
     assert flooded["state"] == "error"
     assert "more than 1 MiB" in api.get(f"/api/datasets/{flood['outputs'][0]['id']}").json["misc_info"]
+
+
+def _scheduling_messages(stack) -> list[int]:
+    """The invocation ids of the AdvanceInvocation messages sent so far (taken off the queue)."""
+    queue = stack.broker.queues.get(stack.settings.queue_name("scheduling"))
+    messages = []
+    while queue is not None and not queue.empty():
+        import dramatiq
+
+        messages.append(dramatiq.Message.decode(queue.get()).kwargs["request"]["invocation_id"])
+    return messages
+
+
+def test_a_workflow_job_advances_its_invocation_when_it_ends(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    a = paste(api, h, "a\n")
+    stack.drain()
+    tool = toolbox(stack.settings).get("cat1")
+    with stack.services.session_factory.begin() as session:
+        user = session.scalar(sa.select(User).where(User.username == "alice"))
+        history = session.get(History, stack.services.ids.decode(h))
+        specs = _specs(session, tool, user, history, stack.services.ids.decode(a), 2, step=3)
+        for spec in specs:
+            spec.invocation_id = 42
+        ok, cancelled = create_jobs(session, specs, enqueuer=stack.services.enqueuer)
+        ok_id, cancelled_id = ok.id, cancelled.id
+    _scheduling_messages(stack)
+    assert runner.run_job(stack.runtime.services, ok_id) == JobState.OK
+    assert _scheduling_messages(stack) == [42]
+    assert api.delete(f"/api/jobs/{stack.services.ids.encode(cancelled_id)}").json is True
+    assert _scheduling_messages(stack) == [42]
+    assert runner.run_job(stack.runtime.services, cancelled_id) == "finished"
