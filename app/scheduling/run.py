@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.messaging import Enqueuer
 from app.models import (
+    History,
     InvocationState,
     InvocationStepState,
     Job,
@@ -91,6 +92,10 @@ class InvocationRun:
             self.fail(StepFailure("unexpected_failure",
                                   details=f"the invocation was still running after {limit} s "
                                           "(maximum_workflow_invocation_duration)"))
+            return Outcome()
+        if self.session.scalar(sa.select(History.deleted).where(History.id == invocation.history_id)):
+            self.add_message("history_deleted", details=f"history {invocation.history_id} was deleted")
+            self.finish_cancel()
             return Outcome()
         if invocation.state == InvocationState.SCHEDULED:
             # Every step is scheduled: only its jobs (and sub-invocations) are awaited.

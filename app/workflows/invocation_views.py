@@ -70,7 +70,7 @@ def step_view(step: WorkflowInvocationStep, plan: WorkflowPlan, ids: IdEncoder, 
     return view
 
 
-def message_view(message: WorkflowInvocationMessage, ids: IdEncoder) -> dict[str, Any]:
+def message_view(message: WorkflowInvocationMessage, ids: IdEncoder, history_id: int | None = None) -> dict[str, Any]:
     """A typed reason, with Galaxy's field names (step ids are order indexes)."""
     view: dict[str, Any] = {"reason": message.reason}
     fields = {
@@ -82,6 +82,8 @@ def message_view(message: WorkflowInvocationMessage, ids: IdEncoder) -> dict[str
         "output_name": message.output_name,
         "details": message.details,
     }
+    if message.reason == "history_deleted" and history_id is not None:
+        fields["history_id"] = ids.encode(history_id)
     view.update({k: v for k, v in fields.items() if v is not None})
     return view
 
@@ -121,7 +123,7 @@ def invocation_view(session: Session, invocation: WorkflowInvocation, ids: IdEnc
     result["steps"] = [step_view(s, plan, ids, jobs=jobs_by_step.get(s.id, []) if step_details else None)
                        for s in steps]
     result.update(_inputs_and_outputs(invocation, plan, steps, ids))
-    result["messages"] = [] if fresh is not None else [message_view(m, ids) for m in session.scalars(
+    result["messages"] = [] if fresh is not None else [message_view(m, ids, invocation.history_id) for m in session.scalars(
         sa.select(WorkflowInvocationMessage).where(WorkflowInvocationMessage.invocation_id == invocation.id)
         .order_by(WorkflowInvocationMessage.id))]
     return result

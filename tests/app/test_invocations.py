@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.models import Dataset, HistoryDatasetCollection, Job, WorkflowInvocation
+from app.models import Dataset, History, HistoryDatasetCollection, Job, User, WorkflowInvocation
+from app.schemas.tasks import AdvanceInvocation
 from app.services import collections
 from tests.app.test_workflows import import_workflow, load
 
@@ -25,11 +26,8 @@ def make_list(stack, api, history_id: str, texts: list[str], collection_type: st
     dataset_ids = [stack.services.ids.decode(paste(api, history_id, t)) for t in texts]
     stack.drain()
     with stack.services.session_factory() as session:
-        hist = session.get(__import__("app.models", fromlist=["History"]).History, stack.services.ids.decode(history_id))
-        user = hist.user_id
-        from app.models import User
-
-        owner = session.get(User, user)
+        hist = session.get(History, stack.services.ids.decode(history_id))
+        owner = session.get(User, hist.user_id)
         if collection_type == "list":
             elements = [collections.ElementSpec(f"e{i}", dataset_id=d) for i, d in enumerate(dataset_ids)]
         else:
@@ -417,3 +415,41 @@ def test_wait_answers_as_soon_as_the_invocation_changes(stack):
     later.join()
     assert changed["state"] != "new" or any(s["state"] != "new" for s in changed["steps"])
     assert took < 15
+
+
+def test_deleting_the_history_cancels_the_invocation(stack):
+    api, wid, hid, data = _pause_setup(stack)
+    invocation = invoke(api, wid, {"0": {"src": "hda", "id": data}}, history_id=hid)
+    stack.drain()
+    assert show(api, invocation["id"])["state"] == "ready"
+    api.delete(f"/api/histories/{hid}")
+    with stack.services.session_factory() as session:  # what a job finishing or beat's sweep would send
+        stack.services.enqueuer.send(session, AdvanceInvocation(invocation_id=stack.services.ids.decode(invocation["id"])))
+        session.commit()
+    stack.drain()
+    done = show(api, invocation["id"])
+    assert done["state"] == "cancelled"
+    assert done["messages"] == [{"reason": "history_deleted", "details": done["messages"][0]["details"],
+                                 "history_id": hid}]
+
+
+def test_invoke_parameters_set_tool_parameters(stack):
+    api = stack.client(stack.user_key("alice"))
+    workflow = {"class": "GalaxyWorkflow", "label": "head", "inputs": {"text": "data"},
+                "outputs": {"head": {"outputSource": "first/out_file1"}},
+                "steps": {"first": {"tool_id": "Show beginning1", "in": {"input": "text"}, "state": {"lineNum": 1}}}}
+    wid = import_workflow(api, workflow)["id"]
+    hid = history(api)
+    data = paste(api, hid, "1\n2\n3\n4")
+    stack.drain()
+    default = invoke(api, wid, {"text": {"src": "hda", "id": data}}, history_id=hid)
+    by_label = invoke(api, wid, {"text": {"src": "hda", "id": data}}, history_id=hid,
+                      parameters={"first": {"lineNum": 3}})
+    by_tool = invoke(api, wid, {"text": {"src": "hda", "id": data}}, history_id=hid,
+                     parameters={"Show beginning1": {"lineNum": 2}})
+    bad = api.post(f"/api/workflows/{wid}/invocations", json={"inputs": {"text": {"src": "hda", "id": data}},
+                                                               "parameters": {"nowhere": {"x": 1}}})
+    assert bad.status_code == 400 and "names no step" in bad.json["err_msg"]
+    texts = [dataset_text(stack, api, settle(stack, api, i["id"])["outputs"]["head"]["id"])
+             for i in (default, by_label, by_tool)]
+    assert texts == ["1\n", "1\n2\n3\n", "1\n2\n"]
