@@ -7,7 +7,6 @@ jobs) happens in a scheduler process.
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -282,9 +281,3 @@ def descendant_ids(session: Session, invocation_id: int) -> list[int]:
             sa.select(WorkflowInvocation.id).where(WorkflowInvocation.parent_invocation_id.in_(frontier))))
         found.extend(frontier)
     return found
-
-
-def batched(items: list[Any], size: int) -> list[list[Any]]:
-    """Split a list into lists of at most ``size`` items."""
-    iterator = iter(items)
-    return [list(chunk) for chunk in iter(lambda: list(itertools.islice(iterator, size)), [])]
