@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import Field
 from app.api.context import current
 from app.api.routing import ApiBlueprint
 from app.errors import NotFound, RequestParameterInvalid
-from app.models import Job, StoredWorkflow, WorkflowInvocation, WorkflowInvocationStep
+from app.models import InvocationState, Job, StoredWorkflow, WorkflowInvocation, WorkflowInvocationStep
 from app.schemas.common import Query, Request
 from app.services import invocations, workflows
 from app.workflows import invocation_views as views
@@ -23,6 +24,9 @@ bp = ApiBlueprint("invocations", __name__)
 # The longest a GET may be held by ?wait=, and how often it looks for a change meanwhile.
 MAX_WAIT_S = 60.0
 WAIT_POLL_S = 0.2
+# Requests of one web process that may be held at once: each holds a server thread, so the
+# rest answer at once (the client simply asks again) and other requests are never starved.
+_waiters = threading.BoundedSemaphore(2)
 
 
 class InvokeBody(Request):
@@ -150,8 +154,12 @@ def list_workflow_invocations(workflow_id: str, query: InvocationListQuery) -> l
 def show_invocation(invocation_id: str, query: InvocationShowQuery) -> dict[str, Any]:
     """An invocation with its steps; ``?wait=S`` answers as soon as it changes (at most S seconds)."""
     invocation = _invocation(invocation_id)
-    if query.wait:
-        invocation = _wait_for_change(invocation, min(query.wait, MAX_WAIT_S))
+    finished = invocation.state in InvocationState.TERMINAL
+    if query.wait and not finished and _waiters.acquire(blocking=False):
+        try:
+            invocation = _wait_for_change(invocation, min(query.wait, MAX_WAIT_S))
+        finally:
+            _waiters.release()
     return _show(invocation, query)
 
 
