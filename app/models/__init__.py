@@ -9,7 +9,7 @@ from app.models.tasks import Task, TaskState
 from app.models.users import ApiKey, User
 from app.models.workflows import (
     InvocationState, InvocationStepState, StepType, StoredWorkflow, Workflow, WorkflowInvocation,
-    WorkflowInvocationMessage, WorkflowInvocationStep, WorkflowStep, WorkflowStepConnection,
+    WorkflowInvocationMessage, WorkflowInvocationStep, WorkflowInvocationWakeup, WorkflowStep, WorkflowStepConnection,
 )
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "User",
     "DatasetCollection", "DatasetCollectionElement", "HistoryDatasetCollection", "PopulatedState",
     "InvocationState", "InvocationStepState", "StepType", "StoredWorkflow", "Workflow", "WorkflowInvocation",
-    "WorkflowInvocationMessage", "WorkflowInvocationStep", "WorkflowStep", "WorkflowStepConnection",
+    "WorkflowInvocationMessage", "WorkflowInvocationStep", "WorkflowInvocationWakeup", "WorkflowStep",
+    "WorkflowStepConnection",
 ]

@@ -166,8 +166,6 @@ class WorkflowInvocation(Timestamps, Base):
     inputs: Mapped[dict] = mapped_column(default=dict)
     # {order_index: {param name or path: value}}: tool parameters given at invoke.
     parameters: Mapped[dict] = mapped_column(default=dict)
-    # Another scheduling pass is wanted: set by a message that found the lease taken.
-    needs_pass: Mapped[bool] = mapped_column(default=False)
     # When a deferred pass is due: wake-ups of an invocation that only waits for its jobs
     # are gathered into one pass per short period instead of one pass per finished job.
     pass_due_at: Mapped[dt.datetime | None]
@@ -199,6 +197,20 @@ class WorkflowInvocationStep(Timestamps, Base):
     jobs_created: Mapped[int] = mapped_column(default=0)
     job_id: Mapped[int | None]
     subworkflow_invocation_id: Mapped[int | None]
+
+
+class WorkflowInvocationWakeup(Base):
+    """Another scheduling pass is wanted: left by a message that found the lease taken.
+
+    A row of its own, not a flag on the invocation: the lease holder has the invocation
+    row locked, and a wake-up must never wait for it. The holder deletes it after its
+    commit and, when there was one, runs one more pass.
+    """
+
+    __tablename__ = "workflow_invocation_wakeup"
+
+    invocation_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_invocation.id"), primary_key=True)
+    create_time: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class WorkflowInvocationMessage(Base):

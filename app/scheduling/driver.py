@@ -6,9 +6,10 @@ A process that dies mid-iteration loses its connection, so its lease and its hal
 work vanish together; the redelivered message (or the sweep) starts the iteration again,
 and job keys make sure no job is created twice.
 
-A message that finds the lease taken is not lost: it records ``needs_pass`` on the row,
-and the holder, after committing, looks at that flag and runs one more iteration (or,
-when the holder is in a long iteration, the message hands its wake-up to a delayed one).
+A message that finds the lease taken is not lost: it leaves a row in
+``workflow_invocation_wakeup`` (never blocked by the holder's lock), tries the lease once
+more, and otherwise returns; the holder, after committing, takes that row and runs one
+more iteration. Either the holder sees the row or the message gets the lease.
 
 Every finished job wakes its invocation. Once an invocation is ``scheduled`` those
 wake-ups can only complete it, so they are gathered: the first claims a pass due
@@ -23,11 +24,12 @@ import logging
 import threading
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.messaging import Enqueuer
-from app.models import InvocationState, WorkflowInvocation, WorkflowInvocationMessage
+from app.models import InvocationState, WorkflowInvocation, WorkflowInvocationMessage, WorkflowInvocationWakeup
 from app.models.base import utcnow
 from app.scheduling.registry import get_scheduler
 from app.scheduling.run import InvocationRun
@@ -36,11 +38,8 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Iterations one message may run back to back (needs_pass loops) before it hands over.
+# Iterations one message may run back to back (wake-up loops) before it hands over.
 MAX_PASSES_PER_MESSAGE = 20
-# How long a message waits for a busy lease holder before handing its wake-up to a delayed message.
-LOCK_WAIT_MS = 100
-RETRY_TAKEN_MS = 250
 # Wake-ups of an invocation only waiting for its jobs are gathered over this many seconds.
 DEFER_S = 0.2
 
@@ -61,7 +60,7 @@ def advance_invocation(session_factory: sessionmaker[Session], invocation_id: in
     for _ in range(MAX_PASSES_PER_MESSAGE):
         result = _one_pass(session_factory, invocation_id, settings, enqueuer)
         if result is PassResult.TAKEN:
-            if not _request_pass(session_factory, invocation_id, enqueuer):
+            if not _request_pass(session_factory, invocation_id):
                 return "coalesced"
             # The holder may have finished before our flag landed: try once more ourselves.
             result = _one_pass(session_factory, invocation_id, settings, enqueuer)
@@ -154,7 +153,9 @@ def _lock(session: Session, invocation_id: int) -> WorkflowInvocation | None:
     """The invocation row under this transaction's lease, or None when another holds it."""
     stmt = sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
     if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
+        # NO KEY UPDATE: exclusive between schedulers, yet a wake-up row referencing the
+        # invocation can still be inserted (its foreign key check takes KEY SHARE).
+        stmt = stmt.with_for_update(skip_locked=True, key_share=True)
     return session.scalar(stmt)
 
 
@@ -187,44 +188,32 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
         return PassResult.DONE
 
 
-def _request_pass(session_factory: sessionmaker[Session], invocation_id: int, enqueuer: Enqueuer) -> bool:
-    """Ask the lease holder for one more iteration; False when one is already asked for.
-
-    The flag is set on the locked row, so this waits for the holder's commit, but only
-    briefly: past ``LOCK_WAIT_MS`` (a long iteration) a delayed message is sent instead,
-    and the scheduler thread is free for other invocations.
-    """
+def _request_pass(session_factory: sessionmaker[Session], invocation_id: int) -> bool:
+    """Leave a wake-up for the lease holder; False when one is already waiting (or the invocation is gone)."""
     with session_factory() as session:
-        wanted = session.scalar(sa.select(WorkflowInvocation.needs_pass).where(WorkflowInvocation.id == invocation_id))
-        if wanted is None or wanted:
+        table = WorkflowInvocationWakeup.__table__
+        if session.scalar(sa.select(table.c.invocation_id).where(table.c.invocation_id == invocation_id)):
             return False
-        postgres = session.get_bind().dialect.name == "postgresql"
-        if postgres:
-            session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
+        dialect = session.get_bind().dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
         try:
-            session.execute(sa.update(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
-                            .values(needs_pass=True))
+            added = session.execute(
+                insert.values(invocation_id=invocation_id, create_time=utcnow())
+                .on_conflict_do_nothing(index_elements=["invocation_id"])
+            ).rowcount
             session.commit()
-            return True
-        except OperationalError:
-            if not postgres:
-                raise
-            session.rollback()
-    enqueuer_send(session_factory, enqueuer, invocation_id, delay_ms=RETRY_TAKEN_MS)
-    return False
+        except IntegrityError:  # the invocation was deleted meanwhile
+            return False
+        return bool(added)
 
 
 def _consume_pass_request(session_factory: sessionmaker[Session], invocation_id: int) -> bool:
-    """After an iteration: clear the flag and say whether it was set."""
+    """After an iteration: take the wake-up left meanwhile, if any (then another pass is due)."""
     with session_factory() as session:
-        consumed = session.execute(
-            sa.update(WorkflowInvocation)
-            .where(WorkflowInvocation.id == invocation_id, WorkflowInvocation.needs_pass.is_(True))
-            .values(needs_pass=False)
-            .returning(WorkflowInvocation.id)
-        ).first()
+        table = WorkflowInvocationWakeup.__table__
+        taken = session.execute(sa.delete(table).where(table.c.invocation_id == invocation_id)).rowcount
         session.commit()
-        return consumed is not None
+        return bool(taken)
 
 
 def _fail_unexpectedly(session_factory: sessionmaker[Session], invocation_id: int, details: str) -> None:
@@ -263,7 +252,7 @@ def sweep(session_factory: sessionmaker[Session], enqueuer: Enqueuer, *, stale_a
             .limit(limit)
         )
         if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
+            stmt = stmt.with_for_update(skip_locked=True, key_share=True)
         ids = list(session.scalars(stmt))
         if not ids:
             return 0

@@ -67,7 +67,7 @@ def create_invocation_rows(session: Session, *, user_id: int, plan: WorkflowPlan
         uuid=str(uuid.uuid4()), user_id=user_id, workflow_id=plan.workflow_id, stored_workflow_id=stored_workflow_id,
         history_id=history_id, state=InvocationState.NEW, scheduler=scheduler, inputs=inputs, parameters=parameters,
         parent_invocation_id=parent_invocation_id, parent_step_id=parent_step_id, create_time=now, update_time=now,
-        last_progress_time=now, needs_pass=False,
+        last_progress_time=now,
     )
     session.add(invocation)
     session.flush()

@@ -210,32 +210,20 @@ def test_postgres_lease_taken_asks_the_holder_for_one_more_pass(pg_url, data_dir
     world = World(settings)
     try:
         invocation = world.invoke()
-
-        def hold(invocation_id: int, seconds: float):
-            holder = world.services.session_factory()
-            holder.execute(sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id).with_for_update())
-            timer = threading.Timer(seconds, lambda: (holder.commit(), holder.close()))
-            timer.start()
-            return timer
-
-        # A short iteration: the message waits for it, records its request, and the pass runs.
-        timer = hold(invocation, 0.05)
-        assert world.advance(invocation) == "done"
-        timer.join()
-        assert world.jobs(invocation) == [0, 1, 2, 3, 4]
-        # A long one: the message does not wait; a delayed message carries its wake-up.
-        second = world.invoke()
-        timer = hold(second, 1.5)
+        holder = world.services.session_factory()
+        holder.execute(sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation)
+                       .with_for_update(key_share=True))
         started = time.monotonic()
-        assert world.advance(second) == "coalesced"
-        assert time.monotonic() - started < 1.0
-        publisher = world.services.enqueuer.publisher
-        assert publisher.last["kwargs"]["request"]["invocation_id"] == second and publisher.last_delay_ms > 0
-        timer.join()
-        world.advance(second)  # the delayed message
-        assert world.jobs(second) == [0, 1, 2, 3, 4]
-        with world.services.session_factory() as session:
-            assert session.get(WorkflowInvocation, invocation).needs_pass is False
+        assert world.advance(invocation) == "handed over"
+        assert time.monotonic() - started < 1.0, "a message never waits for the lease holder"
+        assert world.advance(invocation) == "coalesced", "one wake-up is enough"
+        assert world.jobs(invocation) == []
+        holder.commit()  # the holder's iteration ends: it takes the wake-up and runs once more
+        assert driver._consume_pass_request(world.services.session_factory, invocation) is True
+        assert driver._consume_pass_request(world.services.session_factory, invocation) is False
+        assert world.advance(invocation) == "done"
+        assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+        holder.close()
     finally:
         world.services.engine.dispose()
 

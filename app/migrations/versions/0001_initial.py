@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 19:26:44.363110
+Create Date: 2026-11-21 19:54:00.436790
 """
 
 from alembic import op
@@ -311,7 +311,6 @@ def upgrade() -> None:
     sa.Column('parent_step_id', sa.Integer(), nullable=True),
     sa.Column('inputs', sa.JSON(), nullable=False),
     sa.Column('parameters', sa.JSON(), nullable=False),
-    sa.Column('needs_pass', sa.Boolean(), nullable=False),
     sa.Column('pass_due_at', sa.DateTime(), nullable=True),
     sa.Column('last_progress_time', sa.DateTime(), nullable=False),
     sa.Column('create_time', sa.DateTime(), nullable=False),
@@ -397,6 +396,12 @@ def upgrade() -> None:
     with op.batch_alter_table('workflow_invocation_step', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_workflow_invocation_step_invocation_id'), ['invocation_id'], unique=False)
 
+    op.create_table('workflow_invocation_wakeup',
+    sa.Column('invocation_id', sa.Integer(), nullable=False),
+    sa.Column('create_time', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['invocation_id'], ['workflow_invocation.id'], name=op.f('fk_workflow_invocation_wakeup_invocation_id_workflow_invocation')),
+    sa.PrimaryKeyConstraint('invocation_id', name=op.f('pk_workflow_invocation_wakeup'))
+    )
     op.create_table('workflow_step_connection',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('input_step_id', sa.Integer(), nullable=False),
@@ -422,6 +427,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_workflow_step_connection_input_step_id'))
 
     op.drop_table('workflow_step_connection')
+    op.drop_table('workflow_invocation_wakeup')
     with op.batch_alter_table('workflow_invocation_step', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_workflow_invocation_step_invocation_id'))
 
