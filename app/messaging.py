@@ -158,13 +158,15 @@ class Enqueuer:
         delay_ms: int = 0,
         tracked_for: int | None = None,
         track: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> str:
         """Send a request within the session's transaction; return the message (= task) id.
 
         With ``track`` (or ``tracked_for=user_id``) a task row in state PENDING is written in
-        the same transaction, readable at /api/tasks/{id}/state.
+        the same transaction, readable at /api/tasks/{id}/state. ``options`` are Dramatiq
+        message options (e.g. ``time_limit`` in ms, known only from the settings).
         """
-        message = self.message(request)
+        message = self.message(request, **(options or {}))
         if track or tracked_for is not None:
             session.add(Task(id=message.message_id, action=request.route.action, user_id=tracked_for, state=TaskState.PENDING))
         self.send_message(session, message.asdict(), delay_ms=delay_ms)

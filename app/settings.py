@@ -155,6 +155,13 @@ class Settings(BaseSettings):
         "consumer_timeout for the exports queues (see deploy/rabbitmq).",
         gt=0,
     )
+    import_max_bytes: int = Field(
+        64 << 30, description="Most bytes an imported history archive may unpack to (a zip bomb "
+        "is refused past this, or past 200 times the archive's size when that is smaller).", gt=0
+    )
+    import_max_members: int = Field(
+        200_000, description="Most files an imported history archive may hold.", gt=0
+    )
     log_format: Literal["json", "console"] = Field(
         "json", description="Structured logs as JSON lines, or a console rendering."
     )

@@ -22,7 +22,7 @@ from app.errors import NebulaError, NotFound, RequestParameterInvalid, RequestPa
 from app.exports.archive import FORMATS
 from app.exports.history import default_file_name
 from app.messaging import TaskRequest
-from app.models import Dataset, History, Task, TaskState
+from app.models import Dataset, History
 from app.models.collections import HistoryDatasetCollection
 from app.schemas.common import Model, Query, Request
 from app.schemas.tasks import ImportHistoryArchive, PrepareHistoryArchive
@@ -82,12 +82,8 @@ def send_tracked_export(ctx: RequestContext, task_request: TaskRequest) -> str:
     The time limit travels as a message option because it is a setting, known to the
     app, while actors are declared at import time.
     """
-    enqueuer = ctx.services.enqueuer
-    message = enqueuer.message(task_request, time_limit=ctx.settings.export_time_limit * 1000)
-    ctx.session.add(Task(id=message.message_id, action=task_request.route.action, user_id=ctx.user.id,
-                         state=TaskState.PENDING))
-    enqueuer.send_message(ctx.session, message.asdict())
-    return message.message_id
+    return ctx.services.enqueuer.send(ctx.session, task_request, tracked_for=ctx.user.id,
+                                      options={"time_limit": ctx.settings.export_time_limit * 1000})
 
 
 def _format(name: str, allowed: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -31,13 +32,13 @@ from app.services.uploads import download_url
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+# The limits that are not settings (the unpack ratio); the settings give the totals.
+LIMITS = ArchiveLimits()
 
 _KEY = r"^[\w.-]{1,64}$"
 _DATASET_STATES = {DatasetState.OK, DatasetState.EMPTY, DatasetState.ERROR, DatasetState.FAILED_METADATA,
                    DatasetState.DEFERRED, DatasetState.DISCARDED, DatasetState.PAUSED}
 _MAX_DEPTH = 32
-# Tests and installations may lower these; kept here until a setting is added.
-LIMITS = ArchiveLimits()
 
 
 class _In(BaseModel):
@@ -131,7 +132,8 @@ class ManifestIn(_In):
 def import_history_archive(session: Session, store: ObjectStore, settings: Settings, request: ImportHistoryArchive,
                            *, progress=None, limits: ArchiveLimits | None = None) -> dict[str, Any]:
     """Import the archive staged for ``request``; return {history_id, datasets, collections, jobs}."""
-    limits = limits or LIMITS
+    limits = limits or dataclasses.replace(LIMITS, max_total_bytes=settings.import_max_bytes,
+                                           max_members=settings.import_max_members)
     staging = _staging_dir(settings, request.staging_dir)
     done = staging / "done.json"
     if done.exists():  # a redelivered message: the history exists already
