@@ -139,12 +139,13 @@ def run_tool(
 
 
 def _outputs(session: Session, jobs: list[Job]) -> list[tuple[str, Dataset]]:
-    """(output name, dataset) of every job, in job order (new ones are in the session already)."""
+    """(output name, dataset) of every job, in job order."""
     links = [(o.name, o.dataset_id) for job in jobs for o in job.outputs]
-    missing = [d for _, d in links if session.identity_map.get(sa.inspect(Dataset).identity_key_from_primary_key((d,))) is None]
-    for start in range(0, len(missing), 900):
-        session.scalars(sa.select(Dataset).where(Dataset.id.in_(missing[start : start + 900]))).all()
-    return [(name, session.get(Dataset, dataset_id)) for name, dataset_id in links]  # type: ignore[misc]
+    ids = [d for _, d in links]
+    found: dict[int, Dataset] = {}
+    for start in range(0, len(ids), 900):
+        found.update((d.id, d) for d in session.scalars(sa.select(Dataset).where(Dataset.id.in_(ids[start : start + 900]))))
+    return [(name, found[dataset_id]) for name, dataset_id in links]
 
 
 def _implicit_collections(session: Session, user: User, history: History, tool: Tool, mapped: Batch,
