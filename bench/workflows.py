@@ -89,13 +89,15 @@ def environment(settings: Settings) -> dict[str, str]:
 class Pool:
     """A ``python -m workers.run`` process group."""
 
-    def __init__(self, role: str, env: dict[str, str], log: Path, *args: str):
+    def __init__(self, role: str, env: dict[str, str], log: Path, *args: str, nice: int = 0):
         self.cmd = [sys.executable, "-m", "workers.run", role, *args]
+        self.nice = nice
         self.env, self.log = env, log
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
+        cmd = ["nice", "-n", str(self.nice), *self.cmd] if self.nice else self.cmd
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def cpu_seconds(self) -> float:
@@ -301,6 +303,8 @@ def main() -> None:
     parser.add_argument("--kill", action="store_true", help="also the scheduler SIGKILL test (10,000 elements)")
     parser.add_argument("--backend", choices=["rabbitmq-pg", "sql-pg", "sql-sqlite"], default="rabbitmq-pg")
     parser.add_argument("--scheduler-threads", type=int, default=4)
+    parser.add_argument("--nice-workers", type=int, default=0,
+                        help="run the job workers at this nice level (scheduling before bulk job execution)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     prefix, db_name = f"wfbench{uuid.uuid4().hex[:6]}.", f"nebula_wfbench_{uuid.uuid4().hex[:8]}"
@@ -311,7 +315,8 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         scheduler = Pool("scheduler", env, Path(tmp) / "scheduler.log", "--processes", "1",
                          "--threads", str(args.scheduler_threads))
-        workers = Pool("worker", env, Path(tmp) / "workers.log", "--processes", "2", "--threads", "8")
+        workers = Pool("worker", env, Path(tmp) / "workers.log", "--processes", "2", "--threads", "8",
+                       nice=args.nice_workers)
         try:
             bench = Bench(settings)
             history = bench.call("post", "/api/histories", json={"name": "workflow bench"})["id"]
