@@ -67,13 +67,11 @@ def environment(settings: Settings) -> dict[str, str]:
 class Bench:
     """The web app, the database, and helpers to drive a map-over."""
 
-    def __init__(self, settings: Settings, *, unconfirmed: bool = False):
+    def __init__(self, settings: Settings):
         from app.api import create_app
-        from app.services.registry import build_services
 
         self.settings = settings
-        services = build_services(settings, publisher=UnconfirmedPublisher(settings)) if unconfirmed else None
-        self.client = create_app(settings, services).test_client()
+        self.client = create_app(settings).test_client()
         self.engine = make_engine(settings)
         self.ids = IdEncoder(settings.id_secret)
 
@@ -147,26 +145,6 @@ class Bench:
         return [services.object_store.path(keys[i]) for i in ids]
 
 
-class UnconfirmedPublisher:
-    """What-if only: the web publishing without a confirm round trip per message.
-
-    Today's outbox publisher waits for RabbitMQ's confirm of each message in turn; a
-    publisher confirming a whole batch at once (one AMQP transaction, or confirms collected
-    after the batch) costs about what this one does. Not safe as it stands.
-    """
-
-    def __init__(self, settings: Settings):
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
-        self.broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=False, middleware=[])
-
-    def publish(self, message: dict, delay_ms: int) -> None:
-        """Publish without waiting for a confirm."""
-        import dramatiq
-
-        self.broker.enqueue(dramatiq.Message(**message), delay=delay_ms or None)
-
-
 def pool_pids(pool: subprocess.Popen) -> list[int]:
     """The pool's master and worker processes."""
     children = subprocess.run(["pgrep", "-P", str(pool.pid)], capture_output=True, text=True).stdout.split()
@@ -209,8 +187,6 @@ def main() -> None:
     parser.add_argument("--backend", choices=["rabbitmq-pg", "sql-pg", "sql-sqlite"], default="rabbitmq-pg")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--what-if-unconfirmed-publish", action="store_true",
-                        help="what-if: the web publishes without per-message confirms (not the shipped behaviour)")
     args = parser.parse_args()
     prefix, db_name = f"jobbench{uuid.uuid4().hex[:6]}.", f"nebula_jobbench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,10 +199,7 @@ def main() -> None:
                                 stdout=open(Path(tmp) / "workers.log", "wb"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            unconfirmed = args.what_if_unconfirmed_publish and not settings.uses_embedded_broker
-            bench = Bench(settings, unconfirmed=unconfirmed)
-            if unconfirmed:
-                print("WHAT-IF run: the web publishes without per-message confirms (not the shipped behaviour)")
+            bench = Bench(settings)
             history = bench.call("post", "/api/histories", json={"name": "job throughput"})["id"]
             warm = bench.upload_list(history, 50)
             bench.map_cat1(history, warm)  # warm-up: tool box, connections, code paths

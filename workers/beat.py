@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from app.messaging import relay_outbox
 from workers.actors.exports import short_term_storage_cleanup
 from workers.actors.scheduling import scheduling_sweep
-from workers.runtime import BrokerPublisher, WorkerRuntime, build_runtime
+from workers.runtime import WorkerRuntime, build_runtime
 
 log = logging.getLogger("workers.beat")
 
@@ -36,7 +36,7 @@ def outbox_relay(rt: WorkerRuntime) -> int:
     """Publish outbox messages their writers could not (broker was down, process died)."""
     if rt.settings.uses_embedded_broker:
         return 0
-    return relay_outbox(rt.services.engine, BrokerPublisher(rt.broker))
+    return relay_outbox(rt.services.engine, rt.services.publisher)
 
 
 def recover_leases(rt: WorkerRuntime) -> int:

@@ -9,7 +9,10 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage, Retries
 from sqlalchemy.orm import Session
 
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
 from app.logs import configure_logging
+from app.messaging import RabbitPublisher
 from app.objectstore import ObjectStore
 from app.services.registry import Services, build_services
 from app.settings import Settings, load_settings
@@ -21,14 +24,15 @@ from workers.run import METRICS_ENV, TIME_LIMIT_ENV
 
 
 class BrokerPublisher:
-    """Publishes outbox messages through the worker's own broker."""
+    """Publishes outbox messages one by one through a Dramatiq broker (tests' StubBroker)."""
 
     def __init__(self, broker: dramatiq.Broker):
         self.broker = broker
 
-    def publish(self, message: dict, delay_ms: int) -> None:
-        """Enqueue a ready-made message."""
-        self.broker.enqueue(dramatiq.Message(**message), delay=delay_ms or None)
+    def publish_many(self, items: list[tuple[dict, int]]) -> None:
+        """Enqueue ready-made messages."""
+        for message, delay_ms in items:
+            self.broker.enqueue(dramatiq.Message(**message), delay=delay_ms or None)
 
 
 @dataclass
@@ -68,7 +72,9 @@ def build_runtime(settings: Settings | None = None, *, broker: dramatiq.Broker |
     has_retries = any(isinstance(m, Retries) for m in broker.middleware)
     broker.add_middleware(TaskOutcomes(services.session_factory), before=Retries if has_retries else None)
     if not settings.uses_embedded_broker:
-        services.publisher = BrokerPublisher(broker)
+        # Declarations through the worker's own broker; batches in AMQP transactions.
+        services.publisher = RabbitPublisher(settings, broker=broker) if isinstance(broker, RabbitmqBroker) \
+            else BrokerPublisher(broker)
         services.enqueuer.publisher = services.publisher
     if os.environ.get(METRICS_ENV) == "1":
         from dramatiq.middleware.prometheus import Prometheus

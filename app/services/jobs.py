@@ -192,8 +192,7 @@ def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[
     output_ids = insert_rows(session, JobOutput, output_rows)
     if input_rows:
         session.execute(sa.insert(JobInput.__table__), input_rows)
-    for job_id in job_ids:
-        enqueuer.send(session, RunJob(job_id=job_id))
+    enqueuer.send_many(session, [RunJob(job_id=job_id) for job_id in job_ids])
 
     links = [_loaded(JobOutput, {"id": i, **row}) for row, i in zip(output_rows, output_ids)]
     jobs = []

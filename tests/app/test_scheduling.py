@@ -30,9 +30,8 @@ from tests.app.test_workflows import load
 class NullPublisher:
     """Drops published messages: these tests call the driver themselves."""
 
-    def publish(self, message, delay_ms):
-        self.last = message
-        self.last_delay_ms = delay_ms
+    def publish_many(self, items):
+        self.last, self.last_delay_ms = items[-1]
 
 
 class World:
@@ -67,7 +66,7 @@ class World:
             request = invocations.InvokeRequest(
                 inputs={"the_list": {"src": "hdca", "id": self.services.ids.encode(self.hdca_id)}},
                 history_id=self.services.ids.encode(self.history_id), scheduler=scheduler)
-            [invocation] = invocations.invoke(session, user, stored, workflows.get_version(session, stored), request,
+            [invocation] = invocations.invoke(session, user, stored, workflows.version_id(session, stored), request,
                                               settings=self.settings, enqueuer=self.services.enqueuer,
                                               ids=self.services.ids)
             session.commit()

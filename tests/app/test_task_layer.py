@@ -118,12 +118,13 @@ class FlakyPublisher:
         self.broker = broker
         self.down = True
 
-    def publish(self, message, delay_ms):
+    def publish_many(self, items):
         if self.down:
             raise ConnectionError("broker down")
         import dramatiq
 
-        self.broker.enqueue(dramatiq.Message(**message))
+        for message, _ in items:
+            self.broker.enqueue(dramatiq.Message(**message))
 
 
 def test_outbox_keeps_messages_while_broker_is_down(stack, test_tasks):
@@ -153,24 +154,36 @@ def test_rolled_back_transaction_sends_nothing(stack, test_tasks):
     assert sum(len(q.queue) if hasattr(q, "queue") else q.qsize() for q in stack.broker.queues.values()) == 0
 
 
-def test_publish_outbox_rows_stops_at_first_failure(stack):
+def test_publish_outbox_rows_stops_at_first_failed_batch(stack, monkeypatch):
+    import app.messaging
+
     class HalfDown:
         def __init__(self):
-            self.sent = []
+            self.batches = []
 
-        def publish(self, message, delay_ms):
-            if len(self.sent) == 1:
+        def publish_many(self, items):
+            if len(self.batches) == 1:
                 raise ConnectionError("gone")
-            self.sent.append(message)
+            self.batches.append(items)
 
+    monkeypatch.setattr(app.messaging, "BATCH", 2)
     with stack.services.session_factory.begin() as session:
-        rows = [OutboxMessage(queue_name="default", message_id=str(i), message={"i": i}) for i in range(3)]
+        rows = [OutboxMessage(queue_name="default", message_id=str(i), message={"i": i}) for i in range(5)]
         session.add_all(rows)
     publisher = HalfDown()
     done = publish_outbox_rows(stack.services.engine, publisher, [(r.id, r.message, 0) for r in rows])
-    assert done == 1
+    assert done == 2 and [len(b) for b in publisher.batches] == [2]
     with stack.services.engine.connect() as conn:
-        assert conn.scalar(sa.select(sa.func.count()).select_from(OutboxMessage)) == 2
+        assert conn.scalar(sa.select(sa.func.count()).select_from(OutboxMessage)) == 3
+
+
+def test_send_many_is_one_bulk_insert_per_transaction(stack, test_tasks):
+    ids = []
+    with stack.services.session_factory.begin() as session:
+        ids = stack.services.enqueuer.send_many(session, [Square(value=i) for i in range(50)])
+    assert len(set(ids)) == 50
+    stack.drain()
+    assert len(CALLS) == 50
 
 
 def test_send_and_delay_enqueue_on_the_bound_broker(stack, test_tasks):
