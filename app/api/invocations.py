@@ -97,9 +97,10 @@ def invoke_workflow(workflow_id: str, body: InvokeBody) -> dict[str, Any] | list
     decoded = ctx.decode(workflow_id, "workflow")
     if body.instance:
         stored, workflow = workflows.get_workflow_by_version_id(ctx.session, ctx.user, decoded)
+        workflow_id = workflow.id
     else:
         stored = workflows.get_stored_workflow(ctx.session, ctx.user, decoded)
-        workflow = workflows.get_version(ctx.session, stored, body.version)
+        workflow_id = workflows.version_id(ctx.session, stored, body.version)
     inputs = body.inputs if body.inputs is not None else (body.ds_map or {})
     inputs_by = body.inputs_by or ("step_id" if body.inputs is None and body.ds_map else None)
     request = invocations.InvokeRequest(
@@ -107,7 +108,7 @@ def invoke_workflow(workflow_id: str, body: InvokeBody) -> dict[str, Any] | list
         new_history_name=body.new_history_name, parameters=body.parameters, scheduler=body.scheduler,
         batch=body.batch,
     )
-    created = invocations.invoke(ctx.session, ctx.user, stored, workflow, request, settings=ctx.settings,
+    created = invocations.invoke(ctx.session, ctx.user, stored, workflow_id, request, settings=ctx.settings,
                                  enqueuer=ctx.services.enqueuer, ids=ctx.ids)
     shown = [_show(invocation) for invocation in created]
     return shown if body.batch else shown[0]

@@ -25,7 +25,6 @@ from app.models import (
     StepType,
     StoredWorkflow,
     User,
-    Workflow,
     WorkflowInvocation,
     WorkflowInvocationMessage,
     WorkflowInvocationStep,
@@ -147,12 +146,12 @@ def _batches(request: InvokeRequest) -> list[tuple[dict[str, Any], dict[str, Any
     return runs
 
 
-def invoke(session: Session, user: User, stored: StoredWorkflow, workflow: Workflow, request: InvokeRequest, *,
+def invoke(session: Session, user: User, stored: StoredWorkflow, workflow_id: int, request: InvokeRequest, *,
            settings: Settings, enqueuer: Enqueuer, ids: IdEncoder) -> list[WorkflowInvocation]:
-    """Validate the request and write the invocation(s) in state new, each with one message."""
+    """Validate the request and write the invocation(s) of a version in state new, each with one message."""
     if stored.deleted:
         raise RequestParameterInvalid("this workflow is deleted")
-    plan = load_plan(session, workflow.id)
+    plan = load_plan(session, workflow_id)
     scheduler = resolve_name(request.scheduler, settings)
     missing = toolspec.missing_tools(settings, _tool_ids(session, plan))
     if missing:

@@ -96,6 +96,13 @@ def get_workflow_by_version_id(session: Session, user: User, workflow_id: int) -
     return get_stored_workflow(session, user, workflow.stored_workflow_id), workflow
 
 
+def version_id(session: Session, stored: StoredWorkflow, version: int | None = None) -> int:
+    """The id of a version (the latest by default) without loading it; 400 for a version it does not have."""
+    if version is None and stored.latest_workflow_id is not None:
+        return stored.latest_workflow_id
+    return get_version(session, stored, version).id
+
+
 def get_version(session: Session, stored: StoredWorkflow, version: int | None = None) -> Workflow:
     """A version of a stored workflow (the latest by default; 400 for a version it does not have)."""
     if version is None:
