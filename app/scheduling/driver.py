@@ -9,7 +9,8 @@ and job keys make sure no job is created twice.
 A message that finds the lease taken is not lost: it leaves a row in
 ``workflow_invocation_wakeup`` (never blocked by the holder's lock), tries the lease once
 more, and otherwise returns; the holder, after committing, takes that row and runs one
-more iteration. Either the holder sees the row or the message gets the lease.
+more iteration. Either the holder sees the row or the message gets the lease. When the
+holder is a thread of the same process, the wake-up is handed over in memory instead.
 
 Every finished job wakes its invocation. Once an invocation is ``scheduled`` those
 wake-ups can only complete it, so they are gathered: the first claims a pass due
@@ -55,23 +56,60 @@ class PassResult(enum.Enum):
 def advance_invocation(session_factory: sessionmaker[Session], invocation_id: int, *, settings: Settings,
                        enqueuer: Enqueuer, deferred: bool = False) -> str:
     """Handle one ``advance_invocation`` message; return what happened (for logs and tests)."""
+    key = (str(session_factory.kw["bind"].url), invocation_id)
+    if _local.join(key):
+        return "joined"  # a thread of this process holds the lease: it iterates once more
     if not deferred and _defer(session_factory, invocation_id, enqueuer):
         return "deferred"
     for _ in range(MAX_PASSES_PER_MESSAGE):
-        result = _one_pass(session_factory, invocation_id, settings, enqueuer)
+        result = _one_pass(session_factory, invocation_id, settings, enqueuer, key)
         if result is PassResult.TAKEN:
             if not _request_pass(session_factory, invocation_id):
                 return "coalesced"
-            # The holder may have finished before our flag landed: try once more ourselves.
-            result = _one_pass(session_factory, invocation_id, settings, enqueuer)
+            # The holder may have finished before our wake-up landed: try once more ourselves.
+            result = _one_pass(session_factory, invocation_id, settings, enqueuer, key)
             if result is PassResult.TAKEN:
                 return "handed over"
         if result is PassResult.IDLE:
             return "idle"
-        if not _consume_pass_request(session_factory, invocation_id):
+        wanted_here = _local.leave(key)
+        if not (_consume_pass_request(session_factory, invocation_id) or wanted_here):
             return "done"
     enqueuer_send(session_factory, enqueuer, invocation_id)
     return "continued"
+
+
+class _LocalPasses:
+    """Invocations a thread of this process is iterating, and whether a wake-up came meanwhile.
+
+    Most wake-ups reach the process already holding the lease (one scheduler process is
+    the default); they are handed to the holder here, without a query.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[tuple[str, int], bool] = {}
+
+    def join(self, key: tuple[str, int]) -> bool:
+        """Hand a wake-up to this process's holder, if there is one."""
+        with self.lock:
+            if key in self.running:
+                self.running[key] = True
+                return True
+            return False
+
+    def enter(self, key: tuple[str, int]) -> None:
+        """A thread of this process took the lease."""
+        with self.lock:
+            self.running.setdefault(key, False)
+
+    def leave(self, key: tuple[str, int]) -> bool:
+        """The holder is done; True when a wake-up was handed to it meanwhile."""
+        with self.lock:
+            return self.running.pop(key, False)
+
+
+_local = _LocalPasses()
 
 
 def _defer(session_factory: sessionmaker[Session], invocation_id: int, enqueuer: Enqueuer) -> bool:
@@ -160,7 +198,7 @@ def _lock(session: Session, invocation_id: int) -> WorkflowInvocation | None:
 
 
 def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settings: Settings,
-              enqueuer: Enqueuer) -> PassResult:
+              enqueuer: Enqueuer, key: tuple[str, int]) -> PassResult:
     with session_factory() as session:
         invocation = _lock(session, invocation_id)
         if invocation is None:
@@ -168,24 +206,34 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
             return PassResult.TAKEN if exists else PassResult.IDLE
         if invocation.state in InvocationState.TERMINAL:
             return PassResult.IDLE
-        invocation.pass_due_at = None
+        _local.enter(key)
         try:
-            run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer)
-            outcome = get_scheduler(invocation.scheduler, settings).schedule(run)
-            if outcome.again:
-                run.request_next_pass()
-            elif outcome.retry_after is not None:
-                enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id),
-                              delay_ms=int(outcome.retry_after * 1000))
-            run.finish()
-            session.commit()
+            _iterate(session, invocation, settings, enqueuer)
         except DBAPIError:
+            _local.leave(key)
             raise  # a database hiccup: the message is retried
         except Exception as exc:  # noqa: BLE001 - a bug must fail the invocation, not loop forever
             session.rollback()
             log.exception("scheduling invocation %s failed", invocation_id)
             _fail_unexpectedly(session_factory, invocation_id, f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            _local.leave(key)  # killed mid-iteration: nothing of it committed, no holder left here
+            raise
         return PassResult.DONE
+
+
+def _iterate(session: Session, invocation: WorkflowInvocation, settings: Settings, enqueuer: Enqueuer) -> None:
+    """One iteration of the invocation's scheduler plugin, committed."""
+    invocation.pass_due_at = None
+    run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer)
+    outcome = get_scheduler(invocation.scheduler, settings).schedule(run)
+    if outcome.again:
+        run.request_next_pass()
+    elif outcome.retry_after is not None:
+        enqueuer.send(session, AdvanceInvocation(invocation_id=invocation.id),
+                      delay_ms=int(outcome.retry_after * 1000))
+    run.finish()
+    session.commit()
 
 
 def _request_pass(session_factory: sessionmaker[Session], invocation_id: int) -> bool:

@@ -161,6 +161,30 @@ def test_fair_share_caps_active_jobs_per_user(world, monkeypatch):
     assert world.jobs(invocation) == [0, 1, 2]
 
 
+def test_wake_up_during_an_iteration_of_this_process_is_handed_to_its_holder(world, monkeypatch):
+    invocation = world.invoke()
+    inside, release = threading.Event(), threading.Event()
+    real, calls = driver._iterate, []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            inside.set()
+            release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "_iterate", slow)
+    results: list[str] = []
+    holder = threading.Thread(target=lambda: results.append(world.advance(invocation)))
+    holder.start()
+    assert inside.wait(10)
+    assert world.advance(invocation) == "joined"
+    release.set()
+    holder.join(20)
+    assert results == ["done"] and len(calls) == 2, "the holder iterated once more for the wake-up"
+    assert world.jobs(invocation) == [0, 1, 2, 3, 4]
+
+
 def test_unknown_scheduler_is_refused(world):
     with pytest.raises(Exception, match="unknown scheduler 'nope'"):
         world.invoke(scheduler="nope")
