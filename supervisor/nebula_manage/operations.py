@@ -7,9 +7,12 @@ returns an exit code from ``errors.py``.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import click
 
 from nebula_manage.backend import STOPPED_STATES, UP, Backend, Pending, ProcessState
 from nebula_manage.config import Deployment
@@ -282,23 +285,45 @@ def _wait_stopped(op: Operator, names: list[str], timeout: float) -> None:
 
 
 def wait_healthy(op: Operator, programs: list[Program], timeout: float) -> list[str]:
-    """Wait until the programs run and web answers /api/version; return what is not so."""
+    """Wait until the programs run and web answers /api/version; return what is not so.
+
+    On a terminal a progress bar counts the programs that are up.
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        states = op.backend.states()
-        problems = []
-        for program in programs:
-            state = states.get(program.name)
-            if state is None or state.state != UP:
-                problems.append(f"{program.name} is {state.state if state else 'not loaded'}")
-            elif program.bind:
-                ok, detail = web_answers(program.bind, timeout=1.0)
-                if not ok:
-                    problems.append(f"{program.name}: {detail}")
-        failed = any(states.get(p.name, _GONE).state == "FATAL" for p in programs)
-        if not problems or failed or time.monotonic() > deadline:
-            return problems
-        time.sleep(POLL)
+    bar = _progress(len(programs), "waiting for programs")
+    shown = 0
+    try:
+        while True:
+            states = op.backend.states()
+            problems = []
+            for program in programs:
+                state = states.get(program.name)
+                if state is None or state.state != UP:
+                    problems.append(f"{program.name} is {state.state if state else 'not loaded'}")
+                elif program.bind:
+                    ok, detail = web_answers(program.bind, timeout=1.0)
+                    if not ok:
+                        problems.append(f"{program.name}: {detail}")
+            healthy = len(programs) - len(problems)
+            if bar is not None and healthy > shown:
+                bar.update(healthy - shown)
+                shown = healthy
+            failed = any(states.get(p.name, _GONE).state == "FATAL" for p in programs)
+            if not problems or failed or time.monotonic() > deadline:
+                return problems
+            time.sleep(POLL)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+
+
+def _progress(length: int, label: str):
+    """A click progress bar on stderr when it is a terminal (never in logs or pipes)."""
+    if not sys.stderr.isatty() or length == 0:
+        return None
+    bar = click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+    bar.render_progress()
+    return bar
 
 
 def _timeout(program: Program, override: float | None) -> float:
