@@ -281,17 +281,25 @@ def _tracking(spec: TaskSpec, container: "Container", task_id: str | None) -> It
         raise
 
 
+_TASK = Task.__table__
+# Built once: constructing an UPDATE costs more Python time than running it.
+_SUCCESS = (
+    sa.update(_TASK)
+    .where(_TASK.c.id == sa.bindparam("task_id"))
+    .values(state=TaskState.SUCCESS, result=sa.bindparam("result"), progress=1.0, error=None,
+            attempts=_TASK.c.attempts + 1, update_time=sa.bindparam("now"))
+)
+
+
 def _finish(scope: "MessageScope", task_id: str, result: Any) -> None:
     """Record SUCCESS: in the task's own transaction when it used its session (work and
     state commit together), else in one short statement of its own."""
-    statement = sa.update(Task).where(Task.id == task_id).values(
-        state=TaskState.SUCCESS, result=_jsonable(result), progress=1.0, error=None,
-        attempts=Task.attempts + 1, update_time=utcnow())
+    params = {"task_id": task_id, "result": _jsonable(result), "now": utcnow()}
     if scope.session_used:
-        scope.session.execute(statement)
+        scope.session.execute(_SUCCESS, params)
     else:
         with scope.session_factory.kw["bind"].begin() as conn:
-            conn.execute(statement)
+            conn.execute(_SUCCESS, params)
 
 
 def _jsonable(value: Any) -> Any:
