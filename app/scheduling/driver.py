@@ -26,7 +26,7 @@ import threading
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.messaging import Enqueuer
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Iterations one message may run back to back (wake-up loops) before it hands over.
 MAX_PASSES_PER_MESSAGE = 20
+# How long the request for a map-over's next iteration waits for the current one's lease.
+FOLLOW_ON_WAIT_MS = 10_000
 # Wake-ups of an invocation only waiting for its jobs are gathered over this many seconds.
 DEFER_S = 0.2
 
@@ -54,20 +56,21 @@ class PassResult(enum.Enum):
 
 
 def advance_invocation(session_factory: sessionmaker[Session], invocation_id: int, *, settings: Settings,
-                       enqueuer: Enqueuer, deferred: bool = False) -> str:
+                       enqueuer: Enqueuer, deferred: bool = False, follow_on: bool = False) -> str:
     """Handle one ``advance_invocation`` message; return what happened (for logs and tests)."""
     key = (str(session_factory.kw["bind"].url), invocation_id)
-    if _local.join(key):
+    if not follow_on and _local.join(key):
         return "joined"  # a thread of this process holds the lease: it iterates once more
-    if not deferred and _defer(session_factory, invocation_id, enqueuer):
+    if not (deferred or follow_on) and _defer(session_factory, invocation_id, enqueuer):
         return "deferred"
-    for _ in range(MAX_PASSES_PER_MESSAGE):
-        result = _one_pass(session_factory, invocation_id, settings, enqueuer, key)
+    for attempt in range(MAX_PASSES_PER_MESSAGE):
+        result = _one_pass(session_factory, invocation_id, settings, enqueuer, key,
+                           wait_for_lease=follow_on and attempt == 0)
         if result is PassResult.TAKEN:
             if not _request_pass(session_factory, invocation_id):
                 return "coalesced"
             # The holder may have finished before our wake-up landed: try once more ourselves.
-            result = _one_pass(session_factory, invocation_id, settings, enqueuer, key)
+            result = _one_pass(session_factory, invocation_id, settings, enqueuer, key, wait_for_lease=False)
             if result is PassResult.TAKEN:
                 return "handed over"
         if result is PassResult.IDLE:
@@ -187,20 +190,32 @@ class _DueTimes:
 _known_due = _DueTimes()
 
 
-def _lock(session: Session, invocation_id: int) -> WorkflowInvocation | None:
-    """The invocation row under this transaction's lease, or None when another holds it."""
+def _lock(session: Session, invocation_id: int, *, wait: bool = False) -> WorkflowInvocation | None:
+    """The invocation row under this transaction's lease, or None when another holds it.
+
+    ``wait``: wait (at most ``FOLLOW_ON_WAIT_MS``) for the holder instead of giving up.
+    """
     stmt = sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation_id)
     if session.get_bind().dialect.name == "postgresql":
         # NO KEY UPDATE: exclusive between schedulers, yet a wake-up row referencing the
         # invocation can still be inserted (its foreign key check takes KEY SHARE).
+        if wait:
+            session.execute(sa.text(f"SET LOCAL lock_timeout = '{FOLLOW_ON_WAIT_MS}ms'"))
+            try:
+                with session.begin_nested():
+                    invocation = session.scalar(stmt.with_for_update(key_share=True))
+            except OperationalError:  # the holder is still at it: leave a wake-up as anyone would
+                return None
+            session.execute(sa.text("SET LOCAL lock_timeout TO DEFAULT"))
+            return invocation
         stmt = stmt.with_for_update(skip_locked=True, key_share=True)
     return session.scalar(stmt)
 
 
 def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settings: Settings,
-              enqueuer: Enqueuer, key: tuple[str, int]) -> PassResult:
+              enqueuer: Enqueuer, key: tuple[str, int], *, wait_for_lease: bool = False) -> PassResult:
     with session_factory() as session:
-        invocation = _lock(session, invocation_id)
+        invocation = _lock(session, invocation_id, wait=wait_for_lease)
         if invocation is None:
             exists = session.scalar(sa.select(WorkflowInvocation.id).where(WorkflowInvocation.id == invocation_id))
             return PassResult.TAKEN if exists else PassResult.IDLE
@@ -208,7 +223,7 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
             return PassResult.IDLE
         _local.enter(key)
         try:
-            _iterate(session, invocation, settings, enqueuer)
+            _iterate(session, invocation, settings, enqueuer, session_factory)
         except DBAPIError:
             _local.leave(key)
             raise  # a database hiccup: the message is retried
@@ -222,10 +237,21 @@ def _one_pass(session_factory: sessionmaker[Session], invocation_id: int, settin
         return PassResult.DONE
 
 
-def _iterate(session: Session, invocation: WorkflowInvocation, settings: Settings, enqueuer: Enqueuer) -> None:
+def _iterate(session: Session, invocation: WorkflowInvocation, settings: Settings, enqueuer: Enqueuer,
+             session_factory: sessionmaker[Session]) -> None:
     """One iteration of the invocation's scheduler plugin, committed."""
     invocation.pass_due_at = None
-    run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer)
+
+    def send_follow_on() -> None:
+        with session_factory() as other:
+            enqueuer.send(other, AdvanceInvocation(invocation_id=invocation.id, follow_on=True))
+            other.commit()
+
+    # On SQLite (one writer at a time) no second transaction can commit now: the request
+    # then travels with this iteration's own messages.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    run = InvocationRun(session, invocation, settings=settings, enqueuer=enqueuer,
+                        send_follow_on=send_follow_on if postgres else None)
     outcome = get_scheduler(invocation.scheduler, settings).schedule(run)
     if outcome.again:
         run.request_next_pass()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,8 +43,10 @@ log = logging.getLogger(__name__)
 class InvocationRun:
     """The state one iteration works on: the invocation, its plan and its step rows."""
 
-    def __init__(self, session: Session, invocation: WorkflowInvocation, *, settings: Settings, enqueuer: Enqueuer):
+    def __init__(self, session: Session, invocation: WorkflowInvocation, *, settings: Settings, enqueuer: Enqueuer,
+                 send_follow_on: Callable[[], None] | None = None):
         self.session = session
+        self.send_follow_on = send_follow_on
         self.invocation = invocation
         self.settings = settings
         self.enqueuer = enqueuer
@@ -68,13 +71,19 @@ class InvocationRun:
         return self._rows
 
     def request_next_pass(self) -> None:
-        """Ask for another iteration right after this one commits (sent once per iteration).
+        """Ask for another iteration right after this one (once per iteration).
 
-        Sent before a slice's job messages, so the next iteration can start while this
-        one's messages are still being published.
+        Called before a slice's jobs are created. Where the driver can, the message goes
+        out at once in a transaction of its own: a scheduler thread then waits for this
+        iteration's lease and starts the next one the moment this one commits, while this
+        thread is still publishing the slice's job messages.
         """
-        if not self.next_pass_requested:
-            self.next_pass_requested = True
+        if self.next_pass_requested:
+            return
+        self.next_pass_requested = True
+        if self.send_follow_on is not None:
+            self.send_follow_on()
+        else:
             self.enqueuer.send(self.session, AdvanceInvocation(invocation_id=self.invocation.id))
 
     # -- the iteration -----------------------------------------------------------------

@@ -95,6 +95,9 @@ class AdvanceInvocation(TaskRequest):
     invocation_id: int
     # Set on the scheduler's own delayed wake-up, which always runs its pass.
     deferred: bool = False
+    # Set on the scheduler's request for the next iteration of a long map-over: it waits
+    # for the current iteration's lease instead of leaving a wake-up.
+    follow_on: bool = False
 
 
 class RunJob(JobRequest):

@@ -30,8 +30,12 @@ from tests.app.test_workflows import load
 class NullPublisher:
     """Drops published messages: these tests call the driver themselves."""
 
+    def __init__(self):
+        self.published = []
+
     def publish_many(self, items):
         self.last, self.last_delay_ms = items[-1]
+        self.published.extend(message for message, _ in items)
 
 
 class World:
@@ -247,6 +251,33 @@ def test_postgres_lease_taken_asks_the_holder_for_one_more_pass(pg_url, data_dir
         assert world.advance(invocation) == "done"
         assert world.jobs(invocation) == [0, 1, 2, 3, 4]
         holder.close()
+    finally:
+        world.services.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_follow_on_waits_for_the_current_iteration(pg_url, data_dir):
+    settings = make_settings(data_dir, database_url=pg_url)
+    upgrade(settings)
+    world = World(settings)
+    try:
+        invocation = world.invoke()
+        holder = world.services.session_factory()
+        holder.execute(sa.select(WorkflowInvocation).where(WorkflowInvocation.id == invocation)
+                       .with_for_update(key_share=True))
+        timer = threading.Timer(0.3, lambda: (holder.commit(), holder.close()))
+        timer.start()
+        result = driver.advance_invocation(world.services.session_factory, invocation, settings=settings,
+                                           enqueuer=world.services.enqueuer, follow_on=True)
+        timer.join()
+        assert result == "done" and world.jobs(invocation) == [0, 1, 2, 3, 4]
+        # a long map-over asks for its next iteration in a transaction of its own
+        capped = settings.model_copy(update={"maximum_workflow_jobs_per_scheduling_iteration": 2})
+        second = world.invoke()
+        world.advance(second, capped)
+        publisher = world.services.enqueuer.publisher
+        requests = [m["kwargs"]["request"] for m in publisher.published if m["actor_name"] == "advance_invocation"]
+        assert {"invocation_id": second, "deferred": False, "follow_on": True} in requests
     finally:
         world.services.engine.dispose()
 

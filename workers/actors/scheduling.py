@@ -14,7 +14,7 @@ from workers.tasks import task
 def advance_invocation(request: AdvanceInvocation, services: Services) -> str:
     """Take the invocation's lease, run one iteration of its scheduler plugin, commit."""
     return advance(services.session_factory, request.invocation_id, settings=services.settings,
-                   enqueuer=services.enqueuer, deferred=request.deferred)
+                   enqueuer=services.enqueuer, deferred=request.deferred, follow_on=request.follow_on)
 
 
 # Invocations that have not moved for this long are woken by beat's sweep.
