@@ -1,7 +1,8 @@
 """The scheduler loop for one message: lease, one iteration, commit, release, and beat's sweep.
 
-The lease is the invocation row itself: on PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED``
-inside the iteration's transaction, on SQLite the write transaction (``BEGIN IMMEDIATE``).
+The lease is the invocation row itself: on PostgreSQL ``SELECT … FOR NO KEY UPDATE SKIP
+LOCKED`` inside the iteration's transaction, on SQLite the write transaction (``BEGIN
+IMMEDIATE``).
 A process that dies mid-iteration loses its connection, so its lease and its half-done
 work vanish together; the redelivered message (or the sweep) starts the iteration again,
 and job keys make sure no job is created twice.
@@ -15,6 +16,8 @@ holder is a thread of the same process, the wake-up is handed over in memory ins
 Every finished job wakes its invocation. Once an invocation is ``scheduled`` those
 wake-ups can only complete it, so they are gathered: the first claims a pass due
 ``DEFER_S`` later (``pass_due_at``), the others see that pass coming and stop there.
+A long map-over asks for its next iteration with a ``follow_on`` message, which waits for
+the current iteration's lease rather than leaving a wake-up, so it starts at its commit.
 """
 
 from __future__ import annotations
