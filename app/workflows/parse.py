@@ -193,6 +193,8 @@ def _parse_step(index: int, raw: dict[str, Any], external_to_index: dict[int, in
         ptype = state.get("parameter_type", "text")
         if ptype not in PARAMETER_TYPES:
             raise _invalid(f"{where}: unknown parameter_type {ptype!r}")
+    if raw.get("when") not in (None, "", "null"):
+        raise _invalid(f"{where}: conditional steps ('when') are not supported")
     if step_type in StepType.INPUTS and step.connections:
         raise _invalid(f"{where}: an input step cannot have input connections")
     if step_type == StepType.PAUSE and len(step.connections) > 1:
