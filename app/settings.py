@@ -140,6 +140,10 @@ class Settings(BaseSettings):
         description="An invocation still active after this many seconds is failed.",
         gt=0,
     )
+    fair_share_max_active_jobs: int = Field(
+        100, description="The fair_share scheduler creates jobs for a user only while that user has "
+        "fewer than this many jobs new, queued or running.", gt=0
+    )
     default_scheduler: str = Field(
         "core", description="Scheduler plugin used when an invocation names none."
     )

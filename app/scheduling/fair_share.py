@@ -20,7 +20,6 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.scheduling.run import InvocationRun
 
-DEFAULT_MAX_ACTIVE_JOBS = 100
 # When the user is at the cap, look again after this long even if no job of this
 # invocation finishes (another invocation's jobs may be the ones that free room).
 RETRY_AFTER_S = 1.0
@@ -34,7 +33,7 @@ class FairShareScheduler:
 
     def __init__(self, settings: Settings):
         self.job_cap = settings.maximum_workflow_jobs_per_scheduling_iteration
-        self.max_active = int(getattr(settings, "fair_share_max_active_jobs", DEFAULT_MAX_ACTIVE_JOBS))
+        self.max_active = settings.fair_share_max_active_jobs
 
     def active_jobs(self, run: "InvocationRun") -> int:
         """The user's jobs that are new, queued or running."""

@@ -20,7 +20,7 @@ from app.models import (
     WorkflowInvocationMessage,
 )
 from app.models.base import utcnow
-from app.scheduling import driver, fair_share, mapping, registry
+from app.scheduling import driver, mapping, registry
 from app.services import collections, invocations, workflows
 from app.services.registry import build_services
 from tests.app.conftest import make_settings
@@ -152,9 +152,8 @@ def test_crash_mid_iteration_creates_no_job_twice(world, monkeypatch):
     assert world.jobs(invocation) == [0, 1, 2, 3, 4]
 
 
-def test_fair_share_caps_active_jobs_per_user(world, monkeypatch):
-    monkeypatch.setattr(fair_share, "DEFAULT_MAX_ACTIVE_JOBS", 2)
-    shared = world.settings.model_copy(update={})
+def test_fair_share_caps_active_jobs_per_user(world):
+    shared = world.settings.model_copy(update={"fair_share_max_active_jobs": 2})
     invocation = world.invoke(scheduler="fair_share")
     world.advance(invocation, shared)
     assert world.jobs(invocation) == [0, 1]
