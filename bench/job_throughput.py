@@ -32,36 +32,14 @@ from pathlib import Path
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from app.db import make_engine  # noqa: E402
 from app.ids import IdEncoder  # noqa: E402
 from app.models import Dataset, Job  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
-KEY = "bench-admin-key"
-
-
-def settings_for(backend: str, data_dir: Path, prefix: str, db_name: str) -> Settings:
-    """Settings of one backend."""
-    database = None if backend == "sql-sqlite" else f"{PG}/{db_name}"
-    broker = AMQP if backend == "rabbitmq-pg" else "sql"
-    return Settings(data_dir=data_dir, database_url=database, broker_url=broker, queue_prefix=prefix,
-                    bootstrap_api_key=KEY, log_level="WARNING", id_secret="bench")
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    """The worker pool's environment."""
-    env = {**os.environ, "NEBULA_DATA_DIR": str(settings.data_dir), "NEBULA_BROKER_URL": settings.broker_url,
-           "NEBULA_QUEUE_PREFIX": settings.queue_prefix, "NEBULA_LOG_LEVEL": "WARNING", "NEBULA_ID_SECRET": "bench",
-           "NEBULA_BOOTSTRAP_API_KEY": KEY}
-    env.pop("NEBULA_CONFIG", None)
-    env.pop("NEBULA_DATABASE_URL", None)
-    if settings.database_url:
-        env["NEBULA_DATABASE_URL"] = settings.database_url
-    return env
+from common import KEY, PG, environment, settings_for  # noqa: E402,F401
 
 
 class Bench:

@@ -41,16 +41,14 @@ from pathlib import Path
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from app.db import make_engine  # noqa: E402
 from app.ids import IdEncoder  # noqa: E402
 from app.models import Job, WorkflowInvocation  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
-KEY = "bench-admin-key"
+from common import KEY, PG, environment, settings_for  # noqa: E402,F401
 GALAXY = {
     "post_1": 0.028, "post_100": 0.29, "post_1000": 2.17,
     "scheduled_1": 0.97, "scheduled_100": 1.89, "scheduled_1000": 14.4,
@@ -68,24 +66,6 @@ def chain(length: int) -> dict:
     for i in range(1, length):
         steps[f"s{i}"] = {"tool_id": "cat1", "in": {"input1": f"s{i - 1}/out_file1"}}
     return {"class": "GalaxyWorkflow", "label": f"{length}-step chain", "inputs": {"start": "data"}, "steps": steps}
-
-
-def settings_for(data_dir: Path, prefix: str, db_name: str, backend: str) -> Settings:
-    database = None if backend == "sql-sqlite" else f"{PG}/{db_name}"
-    broker = AMQP if backend == "rabbitmq-pg" else "sql"
-    return Settings(data_dir=data_dir, database_url=database, broker_url=broker, queue_prefix=prefix,
-                    bootstrap_api_key=KEY, log_level="WARNING", id_secret="bench")
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    env = {**os.environ, "NEBULA_DATA_DIR": str(settings.data_dir), "NEBULA_BROKER_URL": settings.broker_url,
-           "NEBULA_QUEUE_PREFIX": settings.queue_prefix, "NEBULA_LOG_LEVEL": "WARNING", "NEBULA_ID_SECRET": "bench",
-           "NEBULA_BOOTSTRAP_API_KEY": KEY}
-    env.pop("NEBULA_CONFIG", None)
-    env.pop("NEBULA_DATABASE_URL", None)
-    if settings.database_url:
-        env["NEBULA_DATABASE_URL"] = settings.database_url
-    return env
 
 
 class Pool:
@@ -327,7 +307,7 @@ def main() -> None:
     parts = set(args.only.split(","))
     prefix, db_name = f"wfbench{uuid.uuid4().hex[:6]}.", f"nebula_wfbench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = settings_for(Path(tmp) / "data", prefix, db_name, args.backend)
+        settings = settings_for(args.backend, Path(tmp) / "data", prefix, db_name)
         env = environment(settings)
         subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True,
                        stdout=subprocess.DEVNULL)

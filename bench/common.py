@@ -1,0 +1,33 @@
+"""What the benchmarks share: the local services, settings per backend, the processes' environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from app.settings import Settings
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+KEY = "bench-admin-key"
+BACKENDS = ("rabbitmq-pg", "sql-pg", "sql-sqlite")
+
+
+def settings_for(backend: str, data_dir: Path, prefix: str, db_name: str) -> Settings:
+    """Settings of one backend: RabbitMQ + PostgreSQL, the embedded broker on PostgreSQL, or SQLite."""
+    database = None if backend == "sql-sqlite" else f"{PG}/{db_name}"
+    broker = AMQP if backend == "rabbitmq-pg" else "sql"
+    return Settings(data_dir=data_dir, database_url=database, broker_url=broker, queue_prefix=prefix,
+                    bootstrap_api_key=KEY, log_level="WARNING", id_secret="bench")
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The environment passing these settings to Nebula processes."""
+    env = {**os.environ, "NEBULA_DATA_DIR": str(settings.data_dir), "NEBULA_BROKER_URL": settings.broker_url,
+           "NEBULA_QUEUE_PREFIX": settings.queue_prefix, "NEBULA_LOG_LEVEL": "WARNING", "NEBULA_ID_SECRET": "bench",
+           "NEBULA_BOOTSTRAP_API_KEY": KEY}
+    env.pop("NEBULA_CONFIG", None)
+    env.pop("NEBULA_DATABASE_URL", None)
+    if settings.database_url:
+        env["NEBULA_DATABASE_URL"] = settings.database_url
+    return env
