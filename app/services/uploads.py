@@ -268,23 +268,46 @@ def finish_job_with_error(session: Session, job_id: int, message: str) -> None:
         shutil.rmtree(job.params["stage_dir"], ignore_errors=True)
 
 
-def normalize(source: Path, target: Path, *, to_posix_lines: bool, space_to_tab: bool) -> None:
-    """Galaxy's paste semantics: \\r\\n and \\r become \\n, a final \\n is added, spaces to tabs."""
-    if not to_posix_lines and not space_to_tab:
+_WHITESPACE = re.compile(rb"[ \t]+")
+MAX_CARRY = 16 << 20  # longest run of blanks normalize() holds back between chunks
+
+
+def normalize(source: Path, target: Path, *, to_posix_lines: bool, space_to_tab: bool,
+              chunk_size: int = 1 << 20) -> None:
+    """Galaxy's paste semantics: \\r\\n and \\r become \\n, a final \\n is added, spaces to tabs.
+
+    Streams in chunks, so an upload of any size is normalised in bounded memory. A chunk's
+    trailing \\r or run of blanks waits for the next chunk: it may be half of a \\r\\n or
+    of a run that must become a single tab.
+    """
+    with source.open("rb") as src:
+        binary = b"\x00" in src.read(65536)
+    if binary or (not to_posix_lines and not space_to_tab):
         shutil.copyfile(source, target)
         return
-    whitespace = re.compile(rb"[ \t]+")
+    carry = b""
+    last = b""
     with source.open("rb") as src, target.open("wb") as out:
-        data = src.read()
-        if b"\x00" in data[:65536]:  # binary: leave untouched
-            out.write(data)
-            return
-        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if to_posix_lines else data
-        if space_to_tab:
-            text = b"\n".join(whitespace.sub(b"\t", line) for line in text.split(b"\n"))
-        if to_posix_lines and text and not text.endswith(b"\n"):
-            text += b"\n"
-        out.write(text)
+        while chunk := src.read(chunk_size):
+            data = carry + chunk
+            keep = len(data) - len(data.rstrip(b" \t\r"))
+            if keep > MAX_CARRY:  # a pathological run of blanks: bound the memory it takes
+                keep = 1
+            data, carry = (data[:-keep], data[-keep:]) if keep else (data, b"")
+            last = _write_normalized(out, data, to_posix_lines, space_to_tab) or last
+        last = _write_normalized(out, carry, to_posix_lines, space_to_tab) or last
+        if to_posix_lines and last and last != b"\n":
+            out.write(b"\n")
+
+
+def _write_normalized(out, data: bytes, to_posix_lines: bool, space_to_tab: bool) -> bytes:
+    """Write one normalised piece; return its last byte (b"" when nothing was written)."""
+    if to_posix_lines:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if space_to_tab:
+        data = _WHITESPACE.sub(b"\t", data)
+    out.write(data)
+    return data[-1:]
 
 
 def download_url(url: str, target: Path, *, limit: int = 1 << 30) -> None:

@@ -189,3 +189,26 @@ def test_dataset_update_and_purge_removes_file(stack):
     stack.drain()
     assert not path.exists()
     assert api.put(f"/api/histories/{hid}/contents/{out['id']}", json={"deleted": False}).status_code == 409
+
+
+def test_normalize_streams_across_chunk_boundaries(tmp_path):
+    """Chunked normalising gives the same bytes whatever the chunk size."""
+    from app.services.uploads import normalize
+
+    text = b"a  b\r\nc \t d\re   f\r\n\r\nlast  line  "
+    expected = {
+        (True, True): b"a\tb\nc\td\ne\tf\n\nlast\tline\t\n",
+        (True, False): b"a  b\nc \t d\ne   f\n\nlast  line  \n",
+        (False, True): b"a\tb\r\nc\td\re\tf\r\n\r\nlast\tline\t",
+    }
+    source = tmp_path / "in"
+    source.write_bytes(text)
+    for (posix, tabs), want in expected.items():
+        for chunk in (1, 2, 3, 5, 7, 1 << 20):
+            target = tmp_path / "out"
+            normalize(source, target, to_posix_lines=posix, space_to_tab=tabs, chunk_size=chunk)
+            assert target.read_bytes() == want, (posix, tabs, chunk)
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\x00\r\n  x")
+    normalize(binary, tmp_path / "out", to_posix_lines=True, space_to_tab=True)
+    assert (tmp_path / "out").read_bytes() == b"\x00\r\n  x"
