@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from app.db import make_engine
+from app.ids import IdEncoder
 from app.settings import Settings
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -31,3 +33,22 @@ def environment(settings: Settings) -> dict[str, str]:
     if settings.database_url:
         env["NEBULA_DATABASE_URL"] = settings.database_url
     return env
+
+
+class ApiBench:
+    """The web app in this process (its own code path, without HTTP), and the database."""
+
+    def __init__(self, settings: Settings):
+        from app.api import create_app
+
+        self.settings = settings
+        self.client = create_app(settings).test_client()
+        self.engine = make_engine(settings)
+        self.ids = IdEncoder(settings.id_secret)
+
+    def call(self, method: str, url: str, **kw):
+        """An API call as the bench admin; anything but 200 stops the bench."""
+        response = getattr(self.client, method)(url, headers={"x-api-key": KEY}, **kw)
+        if response.status_code != 200:
+            raise RuntimeError(f"{method.upper()} {url}: {response.status_code} {response.get_data(as_text=True)[:500]}")
+        return response.json

@@ -34,30 +34,14 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from app.db import make_engine  # noqa: E402
-from app.ids import IdEncoder  # noqa: E402
 from app.models import Dataset, Job  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-from common import KEY, PG, environment, settings_for  # noqa: E402,F401
+from common import PG, ApiBench, environment, settings_for  # noqa: E402
 
 
-class Bench:
+class Bench(ApiBench):
     """The web app, the database, and helpers to drive a map-over."""
-
-    def __init__(self, settings: Settings):
-        from app.api import create_app
-
-        self.settings = settings
-        self.client = create_app(settings).test_client()
-        self.engine = make_engine(settings)
-        self.ids = IdEncoder(settings.id_secret)
-
-    def call(self, method: str, url: str, **kw):
-        response = getattr(self.client, method)(url, headers={"x-api-key": KEY}, **kw)
-        if response.status_code != 200:
-            raise RuntimeError(f"{method.upper()} {url}: {response.status_code} {response.get_data(as_text=True)[:500]}")
-        return response.json
 
     def upload_list(self, history: str, count: int) -> str:
         """A list of ``count`` small datasets through the fetch API; waits until they are ok."""

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from app.db import make_engine, make_session_factory  # noqa: E402
-from app.messaging import Enqueuer, insert_queue_message  # noqa: E402
+from app.messaging import Enqueuer  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
-from app.models import OutboxMessage, QueueMessage, Task  # noqa: E402
+from app.models import QueueMessage, Task  # noqa: E402
 from app.schemas.tasks import Noop  # noqa: E402
 from app.settings import Settings  # noqa: E402
 

@@ -4,7 +4,7 @@ import dramatiq
 
 from app.schemas.tasks import Noop
 from workers.runtime import build_runtime
-from workers.tasks import REGISTRY, TaskSpec, bind_tasks, task
+from workers.tasks import task
 
 
 class TrackedNoop(Noop):

@@ -43,12 +43,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from app.db import make_engine  # noqa: E402
-from app.ids import IdEncoder  # noqa: E402
 from app.models import Job, WorkflowInvocation  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-from common import KEY, PG, environment, settings_for  # noqa: E402,F401
+from common import PG, ApiBench, environment, settings_for  # noqa: E402
 GALAXY = {
     "post_1": 0.028, "post_100": 0.29, "post_1000": 2.17,
     "scheduled_1": 0.97, "scheduled_100": 1.89, "scheduled_1000": 14.4,
@@ -110,22 +108,8 @@ class Pool:
         self.proc = None
 
 
-class Bench:
+class Bench(ApiBench):
     """The web app in-process, the database, and helpers."""
-
-    def __init__(self, settings: Settings):
-        from app.api import create_app
-
-        self.settings = settings
-        self.client = create_app(settings).test_client()
-        self.engine = make_engine(settings)
-        self.ids = IdEncoder(settings.id_secret)
-
-    def call(self, method: str, url: str, **kw):
-        response = getattr(self.client, method)(url, headers={"x-api-key": KEY}, **kw)
-        if response.status_code != 200:
-            raise RuntimeError(f"{method.upper()} {url}: {response.status_code} {response.get_data(as_text=True)[:500]}")
-        return response.json
 
     def datasets(self, history: str, count: int) -> list[int]:
         """``count`` small ok text datasets, written directly (not what is measured)."""
