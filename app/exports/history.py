@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -56,6 +56,27 @@ def request_lock(sts: ShortTermStorage, request_id: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def fill_request(sts: ShortTermStorage, request_id: str, work: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work(meta)`` to fill a storage request, once, whatever the deliveries.
+
+    A request that no longer exists (expired, cleaned) is skipped; one already finished
+    is left alone (a redelivered message); copies of the task wait on the request's lock;
+    an ExportError marks the request failed with its message, for the client to read.
+    """
+    try:
+        meta = sts.load(request_id)
+    except NotFound:
+        return {"storage_request_id": request_id, "skipped": "the request no longer exists"}
+    with request_lock(sts, request_id):
+        if sts.is_finalized(request_id):
+            return {"storage_request_id": request_id, "already_done": True}
+        try:
+            return work(meta)
+        except ExportError as exc:
+            sts.fail(request_id, str(exc))
+            raise
+
+
 def prepare_history_archive(
     session: Session,
     sts: ShortTermStorage,
@@ -69,27 +90,19 @@ def prepare_history_archive(
 ) -> dict[str, Any]:
     """Write the archive of a history into a short-term storage request; return a summary."""
     progress = progress or NoProgress()
-    try:
-        meta = sts.load(storage_request_id)
-    except NotFound:
-        return {"storage_request_id": storage_request_id, "skipped": "the request no longer exists"}
-    with request_lock(sts, storage_request_id):
-        if sts.is_finalized(storage_request_id):
-            return {"storage_request_id": storage_request_id, "already_done": True}
-        try:
-            history = session.get(History, history_id)
-            if history is None or history.user_id != meta.owner_id:
-                raise ExportError(f"history {history_id} not found")
-            fmt = FORMATS.get(model_store_format)
-            if fmt is None:
-                raise ExportError(f"unknown archive format {model_store_format!r}")
-            selection = select_history(session, history, options)
-            session.commit()  # end the read: no transaction is held while files are copied
-            summary = _write(session, sts, store, storage_request_id, history, selection, fmt, progress)
-        except ExportError as exc:
-            sts.fail(storage_request_id, str(exc))
-            raise
-    return summary
+
+    def work(meta) -> dict[str, Any]:
+        history = session.get(History, history_id)
+        if history is None or history.user_id != meta.owner_id:
+            raise ExportError(f"history {history_id} not found")
+        fmt = FORMATS.get(model_store_format)
+        if fmt is None:
+            raise ExportError(f"unknown archive format {model_store_format!r}")
+        selection = select_history(session, history, options)
+        session.commit()  # end the read: no transaction is held while files are copied
+        return _write(session, sts, store, storage_request_id, history, selection, fmt, progress)
+
+    return fill_request(sts, storage_request_id, work)
 
 
 def _write(session: Session, sts: ShortTermStorage, store: ObjectStore, request_id: str, history: History,

@@ -27,11 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
 from app.exports.archive import FORMATS as ARCHIVE_FORMATS
 from app.exports.archive import ArchiveFormat, open_writer
 from app.exports.errors import ExportError
-from app.exports.history import NoProgress, ProgressReporter, request_lock
+from app.exports.history import NoProgress, ProgressReporter, fill_request
 from app.exports.manifest import _collection_dataset_ids, _json_default, _slug
 from app.ids import IdEncoder
 from app.models import Dataset, Job
@@ -112,39 +111,32 @@ def prepare_invocation_archive(session: Session, sts: ShortTermStorage, store: O
     from app.workflows.invocation_views import invocation_view
 
     progress = progress or NoProgress()
-    try:
-        meta = sts.load(storage_request_id)
-    except NotFound:
-        return {"storage_request_id": storage_request_id, "skipped": "the request no longer exists"}
-    with request_lock(sts, storage_request_id):
-        if sts.is_finalized(storage_request_id):
-            return {"storage_request_id": storage_request_id, "already_done": True}
-        try:
-            fmt = FORMATS.get(model_store_format)
-            if fmt is None:
-                raise ExportError(f"unknown archive format {model_store_format!r}")
-            invocation = session.get(WorkflowInvocation, invocation_id)
-            if invocation is None or invocation.user_id != meta.owner_id:
-                raise ExportError(f"invocation {invocation_id} not found")
-            workflow = session.get(Workflow, invocation.workflow_id)
-            stored = session.get(StoredWorkflow, invocation.stored_workflow_id) if invocation.stored_workflow_id else None
-            workflow_ga = export_ga(workflow, stored)
-            view = invocation_view(session, invocation, ids, step_details=True)
-            selection = select_invocation(session, invocation, include_files=include_files)
-            head = {
-                "format": FORMAT, "version": 1, "created": dt.datetime.now(dt.UTC).isoformat(),
-                "workflow": {"name": workflow_ga.get("name"), "uuid": workflow.uuid, "version": workflow.version,
-                             "path": "workflow.ga"},
-                "invocation": view,
-                "parameters": invocation.parameters or {},
-            }
-            session.commit()
-            with sts.writing(storage_request_id) as partial:
-                summary = _write(session, store, ids, partial, fmt, head, workflow_ga, selection, invocation, progress)
-        except ExportError as exc:
-            sts.fail(storage_request_id, str(exc))
-            raise
-    return {"storage_request_id": storage_request_id, **summary}
+
+    def work(meta) -> dict[str, Any]:
+        fmt = FORMATS.get(model_store_format)
+        if fmt is None:
+            raise ExportError(f"unknown archive format {model_store_format!r}")
+        invocation = session.get(WorkflowInvocation, invocation_id)
+        if invocation is None or invocation.user_id != meta.owner_id:
+            raise ExportError(f"invocation {invocation_id} not found")
+        workflow = session.get(Workflow, invocation.workflow_id)
+        stored = session.get(StoredWorkflow, invocation.stored_workflow_id) if invocation.stored_workflow_id else None
+        workflow_ga = export_ga(workflow, stored)
+        view = invocation_view(session, invocation, ids, step_details=True)
+        selection = select_invocation(session, invocation, include_files=include_files)
+        head = {
+            "format": FORMAT, "version": 1, "created": dt.datetime.now(dt.UTC).isoformat(),
+            "workflow": {"name": workflow_ga.get("name"), "uuid": workflow.uuid, "version": workflow.version,
+                         "path": "workflow.ga"},
+            "invocation": view,
+            "parameters": invocation.parameters or {},
+        }
+        session.commit()
+        with sts.writing(storage_request_id) as partial:
+            summary = _write(session, store, ids, partial, fmt, head, workflow_ga, selection, invocation, progress)
+        return {"storage_request_id": storage_request_id, **summary}
+
+    return fill_request(sts, storage_request_id, work)
 
 
 def _write(session: Session, store: ObjectStore, ids: IdEncoder, partial: Path, fmt: ArchiveFormat,
@@ -300,22 +292,14 @@ def prepare_invocation_pdf(session: Session, sts: ShortTermStorage, ids: IdEncod
     from app.exports.report_pdf import render_invocation_pdf
     from app.models import WorkflowInvocation
 
-    try:
-        meta = sts.load(storage_request_id)
-    except NotFound:
-        return {"storage_request_id": storage_request_id, "skipped": "the request no longer exists"}
-    with request_lock(sts, storage_request_id):
-        if sts.is_finalized(storage_request_id):
-            return {"storage_request_id": storage_request_id, "already_done": True}
-        try:
-            invocation = session.get(WorkflowInvocation, invocation_id)
-            if invocation is None or invocation.user_id != meta.owner_id:
-                raise ExportError(f"invocation {invocation_id} not found")
-            pdf = render_invocation_pdf(session, invocation, ids)
-            session.commit()
-            with sts.writing(storage_request_id) as partial:
-                partial.write_bytes(pdf)
-        except ExportError as exc:
-            sts.fail(storage_request_id, str(exc))
-            raise
-    return {"storage_request_id": storage_request_id, "bytes": len(pdf)}
+    def work(meta) -> dict[str, Any]:
+        invocation = session.get(WorkflowInvocation, invocation_id)
+        if invocation is None or invocation.user_id != meta.owner_id:
+            raise ExportError(f"invocation {invocation_id} not found")
+        pdf = render_invocation_pdf(session, invocation, ids)
+        session.commit()
+        with sts.writing(storage_request_id) as partial:
+            partial.write_bytes(pdf)
+        return {"storage_request_id": storage_request_id, "bytes": len(pdf)}
+
+    return fill_request(sts, storage_request_id, work)
