@@ -94,15 +94,40 @@ def peek(path: Path) -> str:
     return "\n".join(out)
 
 
+SMALL = 1 << 20  # files up to this size are measured from a single read
+
+
 def file_metadata(path: Path, extension: str = "auto") -> FileMetadata:
-    """Sniff (when the extension is 'auto') and measure a file."""
+    """Sniff (when the extension is 'auto') and measure a file (small ones from one read)."""
     ext = sniff(path) if extension in ("auto", "", None) else extension
     size = path.stat().st_size
-    lines = count_lines(path) if ext != "data" else 0
-    if size == 0:
-        blurb = "empty"
-    elif ext == "data":
-        blurb = f"{size} bytes"
+    if size <= SMALL:
+        data = path.read_bytes()
+        binary = b"\x00" in data[:SNIFF_BYTES]
+        lines = 0 if ext == "data" else data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        text_peek = "binary data" if binary else _peek_bytes(data)
     else:
-        blurb = f"{lines} line{'s' if lines != 1 else ''}"
-    return FileMetadata(extension=ext, line_count=lines, file_size=size, peek=peek(path), blurb=blurb)
+        lines = count_lines(path) if ext != "data" else 0
+        text_peek = peek(path)
+    return FileMetadata(extension=ext, line_count=lines, file_size=size, peek=text_peek,
+                        blurb=blurb(size, ext, lines))
+
+
+def blurb(size: int, extension: str, lines: int) -> str:
+    """Galaxy's one-line summary under a dataset."""
+    if size == 0:
+        return "empty"
+    if extension == "data":
+        return f"{size} bytes"
+    return f"{lines} line{'s' if lines != 1 else ''}"
+
+
+def _peek_bytes(data: bytes) -> str:
+    out: list[str] = []
+    start = 0
+    while start < len(data) and len(out) < PEEK_LINES:
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end + 1
+        out.append(data[start:end].decode("utf-8", errors="replace").rstrip("\r\n")[:PEEK_WIDTH])
+        start = end
+    return "\n".join(out)
