@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     job_wall_time: int = Field(
         3600, description="Wall-time limit of one job, in seconds.", gt=0
     )
+    upload_stall_timeout: int = Field(
+        1800, description="An upload whose job has not changed for this many seconds gets its "
+        "pipeline sent again (each step is idempotent).", gt=0
+    )
     job_output_cap: int = Field(
         64 * 1024, description="Bytes of a job's stdout and stderr kept in the database.", gt=0
     )

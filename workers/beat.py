@@ -45,12 +45,21 @@ def recover_leases(rt: WorkerRuntime) -> int:
     return recover() if recover else 0
 
 
+def resend_stalled_uploads(rt: WorkerRuntime) -> int:
+    """Uploads whose pipeline stopped between two steps get it again."""
+    from app.services.uploads import resend_stalled_uploads as resend
+
+    with rt.services.session_factory.begin() as session:
+        return resend(session, rt.services.enqueuer, stalled_after_s=rt.settings.upload_stall_timeout)
+
+
 # Every periodic task, in one place.
 PERIODIC: list[Periodic] = [
     Periodic("outbox_relay", 1.0, outbox_relay),
     Periodic("recover_leases", 10.0, recover_leases),
     Periodic("short_term_storage_cleanup", 300.0, short_term_storage_cleanup),
     Periodic("scheduling_sweep", 10.0, scheduling_sweep),
+    Periodic("resend_stalled_uploads", 60.0, resend_stalled_uploads),
 ]
 
 

@@ -8,6 +8,7 @@ step is idempotent: a redelivered message finds its work done and does nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -169,15 +170,42 @@ def stage_upload(
             params_targets[i]["dataset_id"] = dataset.id
         job.params = {"stage_dir": str(stage_dir), "targets": params_targets}
         session.flush()
-        enqueuer.send_pipeline(
-            session,
-            [SetupFetchData(job_id=job.id), FetchData(job_id=job.id), SetJobMetadata(job_id=job.id)],
-            on_error=FinishJob(job_id=job.id),
-        )
+        send_upload_pipeline(session, enqueuer, job.id)
         return StagedUpload(job=job, datasets=datasets)
     except BaseException:
         shutil.rmtree(stage_dir, ignore_errors=True)
         raise
+
+
+def send_upload_pipeline(session: Session, enqueuer: Enqueuer, job_id: int) -> None:
+    """setup_fetch_data | fetch_data | set_job_metadata, with finish_job on error."""
+    enqueuer.send_pipeline(
+        session,
+        [SetupFetchData(job_id=job_id), FetchData(job_id=job_id), SetJobMetadata(job_id=job_id)],
+        on_error=FinishJob(job_id=job_id),
+    )
+
+
+UPLOAD_TOOLS = (UPLOAD_TOOL, "__DATA_FETCH__")
+
+
+def resend_stalled_uploads(session: Session, enqueuer: Enqueuer, *, stalled_after_s: float) -> int:
+    """Send the pipeline again for uploads that have not moved for a while; return how many.
+
+    Dramatiq enqueues a pipeline's next step after acking the current one; if that enqueue
+    fails the upload would wait forever. Every step is idempotent, so sending the whole
+    pipeline again finishes what is left and redoes nothing.
+    """
+    cutoff = utcnow() - dt.timedelta(seconds=stalled_after_s)
+    stalled = list(session.scalars(
+        sa.select(Job.id).where(Job.tool_id.in_(UPLOAD_TOOLS), Job.state.in_([JobState.QUEUED, JobState.RUNNING]),
+                                Job.update_time < cutoff).limit(500)
+    ))
+    if stalled:
+        session.execute(sa.update(Job).where(Job.id.in_(stalled)).values(update_time=utcnow()))
+    for job_id in stalled:
+        send_upload_pipeline(session, enqueuer, job_id)
+    return len(stalled)
 
 
 def safe_display_name(filename: str) -> str:

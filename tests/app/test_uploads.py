@@ -212,3 +212,27 @@ def test_normalize_streams_across_chunk_boundaries(tmp_path):
     binary.write_bytes(b"\x00\r\n  x")
     normalize(binary, tmp_path / "out", to_posix_lines=True, space_to_tab=True)
     assert (tmp_path / "out").read_bytes() == b"\x00\r\n  x"
+
+
+def test_an_upload_whose_pipeline_was_lost_is_finished_by_the_resend(stack):
+    import datetime as dt
+
+    from app.models.base import utcnow
+    from app.services.uploads import resend_stalled_uploads
+
+    api = stack.client(stack.user_key("alice"))
+    hid = _history(api)
+    lost = _paste(api, hid, "lost")["outputs"][0]
+    stack.broker.flush_all()  # the pipeline's message never arrives
+    done = _paste(api, hid, "done")["outputs"][0]
+    stack.drain()
+    assert api.get(f"/api/datasets/{lost['id']}").json["state"] == "queued"
+    with stack.services.session_factory.begin() as session:
+        assert resend_stalled_uploads(session, stack.services.enqueuer, stalled_after_s=60) == 0, "not stalled yet"
+        session.execute(sa.update(Job).values(update_time=utcnow() - dt.timedelta(hours=1)))
+    with stack.services.session_factory.begin() as session:
+        assert resend_stalled_uploads(session, stack.services.enqueuer, stalled_after_s=60) == 1, "only the lost one"
+    stack.drain()
+    shown = api.get(f"/api/datasets/{lost['id']}").json
+    assert shown["state"] == "ok" and api.get(shown["download_url"]).data == b"lost\n"
+    assert api.get(f"/api/datasets/{done['id']}").json["state"] == "ok"
