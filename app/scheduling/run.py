@@ -32,6 +32,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.scheduling import steps as step_modules
 from app.scheduling.plugin import Outcome
+from app.scheduling.subworkflow_mapping import Structure, read_structure
 from app.scheduling.values import ACTIVE_JOB_STATES, StepFailure, ValueReader
 from app.schemas.tasks import AdvanceInvocation
 from app.settings import Settings
@@ -57,6 +58,16 @@ class InvocationRun:
         self.changed = False
         self.initial_state = invocation.state
         self.next_pass_requested = False
+        self._map_structure: Structure | None = None
+        self._map_structure_read = False
+
+    @property
+    def map_structure(self) -> Structure | None:
+        """What this invocation is mapped over, when it is a subworkflow mapped over a collection."""
+        if not self._map_structure_read:
+            self._map_structure = read_structure(self.session, self.invocation)
+            self._map_structure_read = True
+        return self._map_structure
 
     @property
     def rows(self) -> dict[int, WorkflowInvocationStep]:

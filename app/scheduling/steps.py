@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from app.models import InvocationState, StepType, WorkflowInvocation, WorkflowInvocationStep
+from app.scheduling import subworkflow_mapping
 from app.scheduling.values import StepFailure
 from app.schemas.tasks import AdvanceInvocation
 from app.workflows.plan import PlanStep, load_plan
@@ -76,7 +77,8 @@ def schedule_subworkflow(run: "InvocationRun", step: PlanStep, row: WorkflowInvo
         sa.select(WorkflowInvocation.state).where(WorkflowInvocation.id == row.subworkflow_invocation_id)
     )
     if state in (InvocationState.SCHEDULED, InvocationState.COMPLETED):
-        run.mark_scheduled(row, subinvocation_outputs(run, step, row.subworkflow_invocation_id))
+        outputs = subinvocation_outputs(run, step, row.subworkflow_invocation_id)
+        run.mark_scheduled(row, subworkflow_mapping.parent_outputs(outputs, row.mapping))
         return DONE
     if state in (InvocationState.FAILED, InvocationState.CANCELLED):
         raise StepFailure("unexpected_failure", step=step.order_index,
@@ -97,15 +99,15 @@ def start_subinvocation(run: "InvocationRun", step: PlanStep, row: WorkflowInvoc
         if index is None or index >= len(sub_plan.steps):
             raise StepFailure("unexpected_failure", step=step.order_index,
                               details=f"input {conn.input_name!r} does not name an input of the subworkflow")
-        target = sub_plan.step(index)
-        if target.type == StepType.DATA_INPUT and value and value.get("src") == "hdca":
-            raise StepFailure("unexpected_failure", step=step.order_index,
-                              details="mapping a collection over a subworkflow's dataset input is not supported")
         inputs[str(index)] = value
     for sub_step in sub_plan.input_steps:
         if str(sub_step.order_index) not in inputs and not sub_step.optional:
             raise StepFailure("unexpected_failure", step=step.order_index,
                               details=f"subworkflow input {sub_step.label or sub_step.order_index!r} is not connected")
+    mapped = subworkflow_mapping.plan_mapping(run, step, sub_plan, inputs)
+    if mapped is not None:  # a collection given to a smaller input: the subworkflow maps over it
+        inputs = mapped.inputs
+        row.mapping = mapped.record()
     invocation = run.invocation
     sub = create_invocation_rows(
         run.session, user_id=invocation.user_id, plan=sub_plan, history_id=invocation.history_id,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import NebulaError
 from app.models import WorkflowInvocationStep
-from app.scheduling import mapping
+from app.scheduling import mapping, subworkflow_mapping
 from app.scheduling.steps import BUDGET, DONE, WAITING
 from app.scheduling.values import CollectionInfo, StepFailure
 from app.services import collections
@@ -68,11 +68,12 @@ class StepResolver:
 class MappedInput:
     """An input mapped over a collection: what each job gets from one element."""
 
-    name: str
+    name: str | None  # None: no input, only the structure of a mapped subworkflow to run over
     collection_id: int
     unit: str  # "dataset" (a leaf), "leaves" (a sub-collection's datasets), "collection" (a nested element)
     element_type: str | None = None  # the type of a "collection" unit
     source: CollectionInfo | None = None
+    covers: int = 0  # the levels of a mapped subworkflow's structure it maps over (subworkflow_mapping)
 
 
 def clean_state(value: Any) -> Any:
@@ -141,6 +142,10 @@ def _inputs(run: "InvocationRun", step: PlanStep, spec: toolspec.ToolSpec) -> tu
             continue
         info = run.values.collection(collections_given[0]["id"])
         mapping_of = _map_over(tool_input, info.collection_type)
+        covers = subworkflow_mapping.map_depth(collections_given[0])
+        if covers:  # part of what a mapped subworkflow runs over: never reduced, at most one element each
+            mapping_of = subworkflow_mapping.at_least(step, name, tool_input.kind, tool_input.collection_types,
+                                                      info.collection_type, covers, mapping_of)
         if mapping_of is None or len(present) > 1:
             if len(present) > 1 and mapping_of is not None:
                 raise StepFailure("unexpected_failure", step=step.order_index,
@@ -149,7 +154,12 @@ def _inputs(run: "InvocationRun", step: PlanStep, spec: toolspec.ToolSpec) -> tu
             raw[name] = refs if tool_input.multiple else refs[0]
             continue
         unit, element_type = mapping_of
-        mapped.append(MappedInput(name, info.collection_id, unit, element_type, info))
+        mapped.append(MappedInput(name, info.collection_id, unit, element_type, info, covers))
+    structure = run.map_structure
+    if not mapped and structure is not None:  # Galaxy: inside a mapped subworkflow every step maps
+        info = run.values.collection(structure.hdca_id)
+        unit, element_type = subworkflow_mapping.structure_unit(structure, info.collection_type)
+        mapped.append(MappedInput(None, info.collection_id, unit, element_type, info, structure.depth))
     return raw, mapped
 
 
@@ -186,7 +196,7 @@ def _start_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocation
         depth = len(map_type.split(":"))
         shapes.append((map_type, mapping.count_units(run.session, item.collection_id, depth)))
     if len(set(shapes)) > 1:
-        names = ", ".join(repr(m.name) for m in mapped)
+        names = ", ".join(repr(m.name) for m in mapped if m.name)
         raise StepFailure("unexpected_failure", step=step.order_index,
                           details=f"inputs {names} are mapped over collections of different structure")
     map_type, count = shapes[0]
@@ -204,7 +214,7 @@ def _start_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocation
         "collection_type": map_type, "depth": len(map_type.split(":")), "element_count": count, "base": base,
         "inputs": [{"name": m.name, "collection_id": m.collection_id, "unit": m.unit, "element_type": m.element_type}
                    for m in mapped],
-        "outputs": outputs,
+        "outputs": outputs, "map_depth": max(m.covers for m in mapped),
     }
     run.mark_ready(row)
 
@@ -225,7 +235,8 @@ def _continue_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocat
             if len(units) != size:
                 raise StepFailure("unexpected_failure", step=step.order_index,
                                   details=f"input {item['name']!r}: the mapped collection changed while scheduling")
-            _prefetch(resolver, item, units)
+            if item["name"] is not None:
+                _prefetch(resolver, item, units)
             per_input.append((item, units))
         if start + size < total:
             run.request_next_pass()
@@ -233,7 +244,8 @@ def _continue_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocat
         for j in range(size):
             raw = dict(plan["base"])
             for item, units in per_input:
-                raw[item["name"]] = _unit_value(resolver, item, units[j])
+                if item["name"] is not None:
+                    raw[item["name"]] = _unit_value(resolver, item, units[j])
             raws.append(raw)
         jobs = _create(run, step, row, spec, raws, first_index=start, visible=False, resolver=resolver)
         units = per_input[0][1]
@@ -245,7 +257,8 @@ def _continue_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocat
     if row.jobs_created < total:
         return BUDGET
     mapping.finish_collections(run.session, [info["collection_id"] for info in plan["outputs"].values()])
-    run.mark_scheduled(row, mapping.output_values(plan["outputs"]))
+    outputs = mapping.output_values(plan["outputs"])
+    run.mark_scheduled(row, subworkflow_mapping.mark_outputs(outputs, plan.get("map_depth") or 0))
     return DONE
 
 
