@@ -18,7 +18,7 @@ from app.models import WorkflowInvocationStep
 from app.scheduling import mapping, subworkflow_mapping
 from app.scheduling.steps import BUDGET, DONE, WAITING
 from app.scheduling.values import CollectionInfo, StepFailure
-from app.services import collections
+from app.services import collections, input_checks
 from app.services.jobs import JobSpec, create_jobs
 from app.services.tool_runs import job_inputs
 from app.tools.params import CollectionRef, ElementRef, validate_inputs
@@ -300,6 +300,11 @@ def _create(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep, s
             inputs=inputs, invocation_id=run.invocation.id, invocation_step_id=row.id,
             element_index=first_index + offset, output_visible=visible,
         ))
+    try:  # a dataset of a format the tool does not take: the step fails, as in Galaxy
+        input_checks.check_specs(run.session, tool, specs)
+    except NebulaError as exc:
+        raise StepFailure("unexpected_failure", step=step.order_index,
+                          details=f"tool {tool.id!r}: {exc.message}") from None
     jobs = create_jobs(run.session, specs, enqueuer=run.enqueuer)
     run.jobs_created += len(jobs)
     return jobs

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.errors import NotFound, RequestParameterInvalid
 from app.messaging import Enqueuer
 from app.models import Dataset, History, HistoryDatasetCollection, Job, User
-from app.services import collections, uploads
+from app.services import collections, input_checks, uploads
 from app.services.jobs import JobSpec, create_jobs
 from app.tools.loader import Tool
 from app.tools.batches import Batch, expand_batches
@@ -131,6 +131,7 @@ def run_tool(
     specs = [JobSpec(user_id=user.id, history_id=history.id, tool=tool, params=job_params,
                      inputs=job_inputs(tool, job_params, resolver), output_visible=mapped is None)
              for job_params in per_job]
+    input_checks.check_specs(session, tool, specs)
     jobs = create_jobs(session, specs, enqueuer=enqueuer)
     run = ToolRun(jobs=jobs, outputs=_outputs(session, jobs))
     if mapped is not None:

@@ -48,7 +48,8 @@ class DataParam(ParamBase):
     """A dataset input; ``multiple`` takes a list (or the datasets of a list collection)."""
 
     type: Literal["data"]
-    format: list[str] = Field(default_factory=lambda: ["data"], description="Accepted formats (informative).")
+    format: list[str] = Field(default_factory=lambda: ["data"],
+                              description="Accepted formats and their subtypes (data: any); others get a 400.")
     multiple: bool = Field(False, description="Accept several datasets.")
 
     _split = field_validator("format", mode="before")(_comma_list)
@@ -59,7 +60,8 @@ class DataCollectionParam(ParamBase):
 
     type: Literal["data_collection"]
     collection_type: list[str] = Field(default_factory=list, description="Accepted types, e.g. list, paired, list:paired.")
-    format: list[str] = Field(default_factory=lambda: ["data"], description="Accepted formats (informative).")
+    format: list[str] = Field(default_factory=lambda: ["data"],
+                              description="Accepted formats of the elements' datasets, and their subtypes.")
 
     _split = field_validator("collection_type", "format", mode="before")(_comma_list)
 

@@ -297,7 +297,7 @@ def test_add_value_text_is_data_never_code(stack, tmp_path):
 def test_add_value_iterates(stack):
     api = stack.client(stack.user_key("alice"))
     h = new_history(api)
-    a = paste(api, h, "a\nb\nc\n")
+    a = paste(api, h, "a\nb\nc\n", ext="tabular")  # sniffed as txt otherwise, which addValue refuses
     stack.drain()
     assert run_and_read(stack, api, h, "addValue", {"input": hda(a), "exp": "5", "iterate": "yes"}) == b"a\t5\nb\t6\nc\t7\n"
     assert run_and_read(stack, api, h, "addValue", {"input": hda(a), "exp": "g", "iterate": "yes"}) == b"a\tg-0\nb\tg-1\nc\tg-2\n"

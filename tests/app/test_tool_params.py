@@ -1,0 +1,207 @@
+"""Data inputs' formats (Galaxy's subtype rule) and data_column parameters, through the API and workflows."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
+
+from app.api import create_app
+from app.datatypes_registry import accepts, is_subtype, lineage
+from app.migrate import upgrade
+from app.models import Job
+from app.services.registry import build_services
+from tests.app.conftest import Stack, make_settings
+from tests.app.test_invocations import invoke, settle
+from tests.app.test_tools import content, hda, job_count, new_history, paste, run, run_and_read
+from tests.app.test_workflows import import_workflow
+from workers.runtime import BrokerPublisher, build_runtime
+
+TOOLS = {
+    "tab_list.yml": """
+        id: tab_list
+        name: Cat a list of tables
+        inputs:
+          - {name: items, type: data_collection, collection_type: list, format: tabular}
+        outputs:
+          out: {format: tabular}
+        command: cat {{ items }} > {{ out }}
+    """,
+    "two_formats.yml": """
+        id: two_formats
+        name: A table and a sequence
+        inputs:
+          - {name: table, type: data, format: "tabular"}
+          - {name: seqs, type: data, format: [fasta, fastq], optional: true}
+        outputs:
+          out: {format: txt}
+        command: cat {{ table }} > {{ out }}
+    """,
+}
+
+
+@pytest.fixture
+def params_stack(data_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    """The app with the tools above loaded after the built-in ones."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name, text in TOOLS.items():
+        (tools / name).write_text(textwrap.dedent(text))
+    settings = make_settings(data_dir, tool_dirs=[tools])
+    upgrade(settings)
+    broker = StubBroker(fail_fast_default=False)
+    broker.emit_after("process_boot")
+    runtime = build_runtime(settings, broker=broker)
+    services = build_services(settings, publisher=BrokerPublisher(broker))
+    yield Stack(settings, create_app(settings, services), services, runtime, broker)
+    broker.close()
+    services.engine.dispose()
+    runtime.services.engine.dispose()
+    dramatiq.set_broker(StubBroker())
+
+
+def _collection(api, history_id: str, dataset_ids: list[str]) -> str:
+    body = {"type": "dataset_collection", "collection_type": "list", "name": "tables",
+            "element_identifiers": [{"name": f"e{i}", "src": "hda", "id": d} for i, d in enumerate(dataset_ids)]}
+    response = api.post(f"/api/histories/{history_id}/contents", json=body)
+    assert response.status_code == 200, response.json
+    return response.json["id"]
+
+
+def _hdca_batch(hdca_id: str) -> dict:
+    return {"batch": True, "values": [{"src": "hdca", "id": hdca_id}]}
+
+
+# -- the datatype tree ------------------------------------------------------------------------
+
+
+def test_subtypes_follow_galaxys_classes():
+    assert lineage("bed") == ("bed", "interval", "tabular", "txt", "data")
+    assert is_subtype("fastqsanger", "sequence") and is_subtype("fasta", "txt")
+    assert not is_subtype("txt", "tabular") and not is_subtype("csv", "tabular")
+    assert lineage("someformat") == ("someformat", "data")
+    assert accepts(("tabular",), "bed") and accepts(("sam", "tabular"), "vcf")
+    assert not accepts(("tabular",), "txt") and not accepts(("tabular",), "data")
+    assert accepts(("data",), "png") and accepts((), "anything")
+    assert accepts(("someformat",), "someformat") and not accepts(("someformat",), "txt")
+
+
+# -- formats at POST /api/tools ------------------------------------------------------------------
+
+
+def test_a_dataset_of_a_refused_format_is_a_400_naming_input_and_formats(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    text = paste(api, h, "just words\n", ext="txt")
+    table = paste(api, h, "a\t1\n", ext="tabular")
+    bed = paste(api, h, "chr1\t10\t20\n", ext="bed")
+    stack.drain()
+    before = job_count(stack)
+    refused = run(api, h, "addValue", {"input": hda(text), "exp": "x"}, status=400)
+    assert "'input'" in refused["err_msg"] and "'txt'" in refused["err_msg"] and "tabular" in refused["err_msg"]
+    assert "dataset 1" in refused["err_msg"]
+    assert job_count(stack) == before
+    # a subtype is accepted: bed is an interval is a tabular
+    assert run_and_read(stack, api, h, "addValue", {"input": hda(bed), "exp": "x"}) == b"chr1\t10\t20\tx\n"
+    assert run_and_read(stack, api, h, "addValue", {"input": hda(table), "exp": "y"}) == b"a\t1\ty\n"
+    # data accepts anything; txt accepts its subtypes
+    assert run_and_read(stack, api, h, "cat1", {"input1": hda(text)}) == b"just words\n"
+    assert run_and_read(stack, api, h, "Show beginning1", {"input": hda(table)}) == b"a\t1\n"
+
+
+def test_an_upload_whose_format_is_not_known_yet_is_not_refused(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    pending = paste(api, h, "r1\tx\nr2\ty\n")  # extension 'auto' until the upload is sniffed
+    assert api.get(f"/api/datasets/{pending}").json["extension"] == "auto"
+    result = run(api, h, "addValue", {"input": hda(pending), "exp": "z"})
+    stack.drain()
+    assert content(api, result["outputs"][0]["id"]) == b"r1\tx\tz\nr2\ty\tz\n"
+
+
+def test_repeats_conditionals_and_optional_inputs_are_checked(params_stack):
+    stack = params_stack
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    table = paste(api, h, "a\t1\n", ext="tabular")
+    fasta = paste(api, h, ">s\nACGT\n", ext="fasta")
+    fastq = paste(api, h, "@r\nACGT\n+\nIIII\n", ext="fastqsanger")
+    stack.drain()
+    run(api, h, "two_formats", {"table": hda(table), "seqs": hda(fasta)})
+    run(api, h, "two_formats", {"table": hda(table), "seqs": hda(fastq)})
+    run(api, h, "two_formats", {"table": hda(table)})
+    refused = run(api, h, "two_formats", {"table": hda(table), "seqs": hda(table)}, status=400)
+    assert "'seqs'" in refused["err_msg"] and "fasta, fastq" in refused["err_msg"]
+    assert "'table'" in run(api, h, "two_formats", {"table": hda(fasta)}, status=400)["err_msg"]
+
+
+def test_map_over_batches_and_collection_inputs_check_every_element(params_stack):
+    stack = params_stack
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    tables = [paste(api, h, f"t{i}\t{i}\n", ext="tabular") for i in range(3)]
+    text = paste(api, h, "words\n", ext="txt")
+    stack.drain()
+    good, bad = _collection(api, h, tables), _collection(api, h, [*tables, text])
+    before = job_count(stack)
+    mapped = run(api, h, "addValue", {"input": _hdca_batch(bad), "exp": "1"}, status=400)
+    assert "'input'" in mapped["err_msg"] and "'txt'" in mapped["err_msg"]
+    listed = run(api, h, "addValue", {"input": {"batch": True, "values": [hda(tables[0]), hda(text)]}}, status=400)
+    assert "'input'" in listed["err_msg"]
+    whole = run(api, h, "tab_list", {"items": {"src": "hdca", "id": bad}}, status=400)
+    assert "'items'" in whole["err_msg"] and "tabular" in whole["err_msg"]
+    assert job_count(stack) == before
+    contents = api.get(f"/api/histories/{h}/contents").json
+    assert sum(c["history_content_type"] == "dataset_collection" for c in contents) == 2  # no implicit output
+    result = run(api, h, "addValue", {"input": _hdca_batch(good), "exp": "1"})
+    assert len(result["jobs"]) == 3
+    stack.drain()
+    whole = run(api, h, "tab_list", {"items": {"src": "hdca", "id": good}})
+    stack.drain()
+    assert content(api, whole["outputs"][0]["id"]) == b"t0\t0\nt1\t1\nt2\t2\n"
+
+
+# -- formats in workflow invocations -----------------------------------------------------------
+
+ADD_VALUE_WORKFLOW = {
+    "class": "GalaxyWorkflow", "label": "Add a column",
+    "inputs": {"table": "data"},
+    "steps": {"add": {"tool_id": "addValue", "in": {"input": "table"}, "state": {"exp": "w", "iterate": "no"}}},
+}
+
+
+def test_a_workflow_step_given_a_refused_format_fails_with_a_clear_message(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    text = paste(api, h, "words\n", ext="txt")
+    table = paste(api, h, "a\t1\n", ext="tabular")
+    stack.drain()
+    workflow_id = import_workflow(api, ADD_VALUE_WORKFLOW)["id"]
+    before = job_count(stack)
+    failed = settle(stack, api, invoke(api, workflow_id, {"0": hda(text)}, history_id=h)["id"])
+    assert failed["state"] == "failed", failed
+    details = failed["messages"][0]["details"]
+    assert "'input'" in details and "'txt'" in details and "tabular" in details
+    assert job_count(stack) == before
+    done = settle(stack, api, invoke(api, workflow_id, {"0": hda(table)}, history_id=h)["id"])
+    assert done["state"] == "completed", done["messages"]
+
+
+def test_a_workflow_map_over_a_list_with_a_refused_element_fails(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    ids = [paste(api, h, "a\t1\n", ext="tabular"), paste(api, h, "words\n", ext="txt")]
+    stack.drain()
+    hdca = _collection(api, h, ids)
+    workflow = {**ADD_VALUE_WORKFLOW, "inputs": {"table": {"type": "data_collection", "collection_type": "list"}}}
+    workflow_id = import_workflow(api, workflow)["id"]
+    failed = settle(stack, api, invoke(api, workflow_id, {"0": {"src": "hdca", "id": hdca}}, history_id=h)["id"])
+    assert failed["state"] == "failed", failed
+    assert "'txt'" in failed["messages"][0]["details"]
+    with stack.services.session_factory() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Job).where(Job.tool_id == "addValue")) == 0
