@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from app.migrate import upgrade
 from app.models import Dataset, HistoryDatasetCollection, Job, User, WorkflowInvocation
 from app.scheduling import mapping
-from app.services import collections, workflows
+from app.services import collections, invocations, workflows
 from tests.app.conftest import make_settings
 from tests.app.test_invocations import dataset_text, history, invoke, make_list, paste, settle, show
 from tests.app.test_scheduling import Killed, World
@@ -217,6 +217,23 @@ def test_mismatched_structures_fail_with_a_reason(stack):
     assert "different structure" in done["messages"][0]["details"]
 
 
+def test_an_inner_collection_input_cannot_take_a_single_element(stack):
+    """Inside a subworkflow mapped over a list, a nested subworkflow's list input gets one dataset: refused, saying why."""
+    api = stack.client(stack.user_key("alice"))
+    workflow = copy.deepcopy(load("subworkflow_map.gxwf.yml"))
+    whole = subworkflow({"things": {"type": "data_collection", "collection_type": "list"}},
+                        {"joined": {"tool_id": "cat", "in": {"input1": "things"}}}, {"all": "joined/out_file1"})
+    workflow["steps"]["nested"]["run"]["steps"]["whole"] = {"run": whole, "in": {"things": "inner_input"}}
+    hid = history(api)
+    hdca = make_list(stack, api, hid, ["a", "b"])
+    done = run(stack, api, workflow, {"the_list": {"src": "hdca", "id": hdca}}, hid)
+    assert done["state"] == "failed"
+    sub = show(api, done["steps"][1]["subworkflow_invocation_id"])
+    [message] = sub["messages"]
+    assert message["workflow_step_id"] == 2 and "'things' takes list" in message["details"]
+    assert "mapped over the elements" in message["details"]
+
+
 def test_cancel_reaches_a_mapped_subinvocation_and_a_cancelled_one_fails_its_parent(stack):
     api = stack.client(stack.user_key("alice"))
     workflow = copy.deepcopy(load("subworkflow_map.gxwf.yml"))
@@ -265,6 +282,17 @@ def world(data_dir):
 def test_mapped_subinvocation_respects_the_budget_and_never_makes_a_job_twice(world, monkeypatch):
     capped = world.settings.model_copy(update={"maximum_workflow_jobs_per_scheduling_iteration": 2})
     parent = world.invoke()
+    real_start = invocations.create_invocation_rows
+
+    def start_then_die(*args, **kwargs):
+        real_start(*args, **kwargs)
+        raise Killed()
+
+    monkeypatch.setattr(invocations, "create_invocation_rows", start_then_die)
+    with pytest.raises(Killed):
+        world.advance(parent, capped)
+    monkeypatch.setattr(invocations, "create_invocation_rows", real_start)
+    world.advance(parent, capped)
     world.advance(parent, capped)
     with world.services.session_factory() as session:
         [sub] = session.scalars(sa.select(WorkflowInvocation.id).where(WorkflowInvocation.parent_invocation_id == parent))
