@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from app.datatypes_registry import is_subtype
+from app.datatypes_tabular import tabular_metadata
 
 SNIFF_BYTES = 64 * 1024
 PEEK_LINES = 5
@@ -22,6 +26,7 @@ class FileMetadata:
     file_size: int
     peek: str
     blurb: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # Galaxy's columns … of tabular types
 
 
 def _sample_lines(path: Path) -> list[str]:
@@ -109,8 +114,25 @@ def file_metadata(path: Path, extension: str = "auto") -> FileMetadata:
     else:
         lines = count_lines(path) if ext != "data" else 0
         text_peek = peek(path)
+        data = b""
     return FileMetadata(extension=ext, line_count=lines, file_size=size, peek=text_peek,
-                        blurb=blurb(size, ext, lines))
+                        blurb=blurb(size, ext, lines), metadata=type_metadata(path, ext, data))
+
+
+def type_metadata(path: Path, extension: str, data: bytes = b"") -> dict[str, Any]:
+    """The metadata of the extension's type: column metadata for tabular types, else {}."""
+    if not is_subtype(extension, "tabular"):
+        return {}
+    if data:
+        head = data[:SNIFF_BYTES]
+    else:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    if len(head) == SNIFF_BYTES:
+        head = head[: head.rfind(b"\n") + 1]  # the last line may be cut
+    if b"\x00" in head:
+        return {}
+    return tabular_metadata(head.decode("utf-8", errors="replace"))
 
 
 def blurb(size: int, extension: str, lines: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -58,12 +59,13 @@ def finish_statement(outputs: int) -> sa.TextClause:
         rows = ", ".join(
             f"(CAST(:id_{i} AS INTEGER), CAST(:key_{i} AS VARCHAR), CAST(:ext_{i} AS VARCHAR), "
             f"CAST(:size_{i} AS BIGINT), CAST(:lines_{i} AS INTEGER), CAST(:peek_{i} AS TEXT), "
-            f"CAST(:blurb_{i} AS VARCHAR))" for i in range(outputs))
+            f"CAST(:blurb_{i} AS VARCHAR), CAST(:meta_{i} AS JSON))" for i in range(outputs))
         stored = f"""
     stored AS (
         UPDATE dataset SET state = '{DatasetState.OK}', object_key = v.key, extension = v.ext, file_size = v.size,
-               line_count = v.lines, peek = v.peek, blurb = v.blurb, info = NULL, update_time = :now
-        FROM (VALUES {rows}) AS v(id, key, ext, size, lines, peek, blurb)
+               line_count = v.lines, peek = v.peek, blurb = v.blurb, metadata = v.meta, info = NULL,
+               update_time = :now
+        FROM (VALUES {rows}) AS v(id, key, ext, size, lines, peek, blurb, meta)
         WHERE dataset.id = v.id AND EXISTS (SELECT 1 FROM finished)
         RETURNING dataset.id
     )"""
@@ -121,6 +123,6 @@ def finish(conns: ThreadConnections, params: dict[str, Any], outputs: list[dict[
     for i, row in enumerate(outputs):
         values.update({f"id_{i}": row["dataset_id"], f"key_{i}": row["key"], f"ext_{i}": row["ext"],
                        f"size_{i}": row["size"], f"lines_{i}": row["lines"], f"peek_{i}": row["text_peek"],
-                       f"blurb_{i}": row["text_blurb"]})
+                       f"blurb_{i}": row["text_blurb"], f"meta_{i}": json.dumps(row.get("meta") or {})})
     row = conns.run(lambda conn: conn.execute(finish_statement(len(outputs)), values).one())
     return bool(row.done), list(row.waiting or [])

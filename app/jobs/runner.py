@@ -334,7 +334,8 @@ def _store_outputs(services: Services, claimed: Claimed, tool: Tool, outputs: di
         key, path = store_output(services.object_store, dataset_id, outputs[output.name])
         meta = measure(path, output_format(tool, output, extensions))
         rows.append({"dataset_id": dataset_id, "key": key, "ext": meta.extension, "size": meta.file_size,
-                     "lines": meta.line_count, "text_peek": meta.peek, "text_blurb": meta.blurb, "now": now})
+                     "lines": meta.line_count, "text_peek": meta.peek, "text_blurb": meta.blurb,
+                     "meta": meta.metadata, "now": now})
     return rows
 
 

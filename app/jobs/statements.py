@@ -43,8 +43,8 @@ OUTPUT_OK = (
     sa.update(_dataset)
     .where(_dataset.c.id == _bp("dataset_id"))
     .values(state=DatasetState.OK, object_key=_bp("key"), extension=_bp("ext"), file_size=_bp("size"),
-            line_count=_bp("lines"), peek=_bp("text_peek"), blurb=_bp("text_blurb"), info=None,
-            update_time=_bp("now"))
+            line_count=_bp("lines"), peek=_bp("text_peek"), blurb=_bp("text_blurb"), metadata=_bp("meta"),
+            info=None, update_time=_bp("now"))
 )
 WAITING = (
     sa.select(_input.c.job_id).distinct()

@@ -105,6 +105,9 @@ class DatasetView(Model):
     peek: str | None
     file_size: int
     metadata_data_lines: int | None
+    metadata_columns: int | None = None
+    metadata_column_types: list[str] | None = None
+    metadata_column_names: list[str] | None = None
     deleted: bool
     purged: bool
     visible: bool

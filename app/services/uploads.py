@@ -270,6 +270,7 @@ def set_job_metadata(session: Session, job_id: int, store: ObjectStore) -> None:
         dataset.file_size = meta.file_size
         dataset.peek = meta.peek
         dataset.blurb = meta.blurb
+        dataset.metadata_ = {**(dataset.metadata_ or {}), **meta.metadata}
         dataset.state = DatasetState.OK
     job.state = JobState.OK
     job.exit_code = 0

@@ -13,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from app.api import create_app
 from app.datatypes_registry import accepts, is_subtype, lineage
+from app.datatypes_tabular import tabular_metadata
 from app.migrate import upgrade
 from app.models import Job
 from app.services.registry import build_services
@@ -205,3 +206,43 @@ def test_a_workflow_map_over_a_list_with_a_refused_element_fails(stack):
     assert "'txt'" in failed["messages"][0]["details"]
     with stack.services.session_factory() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Job).where(Job.tool_id == "addValue")) == 0
+
+
+# -- column metadata of tabular datasets -------------------------------------------------------
+
+
+def test_column_metadata_is_guessed_like_galaxy():
+    assert tabular_metadata("name\tn\nz\t3\n#note\ny\t1.5\n") == {
+        "columns": 2, "column_types": ["str", "float"], "column_names": ["name", "n"]}
+    assert tabular_metadata("#a\tb\tc\nx\t1\t2,3\ny\t2\n") == {
+        "columns": 3, "column_types": ["str", "int", "list"], "column_names": ["a", "b", "c"]}
+    assert tabular_metadata("chr1\t10\t20\n") == {"columns": 3, "column_types": ["str", "int", "int"]}
+    assert tabular_metadata("# only a comment\n") == {}
+
+
+def _metadata_through_uploads_and_jobs(stack) -> None:
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    table = paste(api, h, "name\tn\nz\t3\ny\t1\n")
+    text = paste(api, h, "just words\n")
+    stack.drain()
+    shown = api.get(f"/api/datasets/{table}").json
+    assert shown["extension"] == "tabular" and shown["metadata_columns"] == 2
+    assert shown["metadata_column_types"] == ["str", "int"] and shown["metadata_column_names"] == ["name", "n"]
+    assert api.get(f"/api/datasets/{text}").json["metadata_columns"] is None
+    added = run(api, h, "addValue", {"input": hda(table), "exp": "x"})
+    stack.drain()
+    out = api.get(f"/api/datasets/{added['outputs'][0]['id']}").json
+    assert out["state"] == "ok" and out["metadata_columns"] == 3 and out["metadata_column_types"] == ["str", "int", "str"]
+
+
+def test_uploads_and_job_outputs_get_column_metadata(stack):
+    _metadata_through_uploads_and_jobs(stack)
+
+
+@pytest.mark.postgres
+def test_job_outputs_get_column_metadata_on_postgresql(pg_url, data_dir, tmp_path):
+    from tests.app.test_tools import build_stack
+
+    for stack in build_stack(data_dir, tmp_path, database_url=pg_url):
+        _metadata_through_uploads_and_jobs(stack)
