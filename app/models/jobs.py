@@ -20,8 +20,11 @@ class JobState:
     ERROR = "error"
     DELETING = "deleting"
     DELETED = "deleted"
+    # A conditional workflow step whose condition was false (or whose inputs were skipped):
+    # never run, its outputs are JSON null.
+    SKIPPED = "skipped"
 
-    TERMINAL = frozenset({OK, ERROR, DELETED})
+    TERMINAL = frozenset({OK, ERROR, DELETED, SKIPPED})
 
 
 class Job(Timestamps, Base):

@@ -125,6 +125,8 @@ class WorkflowStep(Base):
     workflow_outputs: Mapped[list] = mapped_column(default=list)
     post_job_actions: Mapped[dict] = mapped_column(default=dict)
     position: Mapped[dict | None] = mapped_column(sa.JSON)
+    # A conditional step's ``when`` expression (``$(inputs.NAME)`` and the like), else null.
+    when_expression: Mapped[str | None] = mapped_column(sa.Text)
 
     input_connections: Mapped[list["WorkflowStepConnection"]] = relationship(
         foreign_keys="WorkflowStepConnection.input_step_id", order_by="WorkflowStepConnection.id"
@@ -166,6 +168,8 @@ class WorkflowInvocation(Timestamps, Base):
     inputs: Mapped[dict] = mapped_column(default=dict)
     # {order_index: {param name or path: value}}: tool parameters given at invoke.
     parameters: Mapped[dict] = mapped_column(default=dict)
+    # {name: text}: the invoke payload's replacement_params, for ``${name}`` in post-job renames.
+    replacement_params: Mapped[dict] = mapped_column(default=dict)
     # When a deferred pass is due: wake-ups of an invocation that only waits for its jobs
     # are gathered into one pass per short period instead of one pass per finished job.
     pass_due_at: Mapped[dt.datetime | None]

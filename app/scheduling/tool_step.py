@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import NebulaError
 from app.models import WorkflowInvocationStep
-from app.scheduling import mapping, subworkflow_mapping
+from app.scheduling import mapping, skipping, subworkflow_mapping
 from app.scheduling.steps import BUDGET, DONE, WAITING
 from app.scheduling.values import CollectionInfo, StepFailure
 from app.services import collections, input_checks
@@ -113,12 +113,15 @@ def schedule_tool(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationS
     if job_budget < 1:
         return BUDGET
     base, mapped = _inputs(run, step, spec)
+    skip = skipping.prepare(run, step, spec, base, {m.name for m in mapped})
     if not mapped:
-        job = _create(run, step, row, spec, [base], first_index=0, visible=True)[0]
+        job = _create(run, step, row, spec, [base], first_index=0, visible=True, skipped=[skip.whole])[0]
         row.job_id = job.id
-        run.mark_scheduled(row, {o.name: {"src": "hda", "id": o.dataset_id} for o in job.outputs})
+        outputs = {o.name: {"src": "hda", "id": o.dataset_id} for o in job.outputs}
+        run.mark_scheduled(row, skipping.flag(outputs, skipping.SKIPPED) if skip.whole else outputs)
         return DONE
     _start_mapping(run, step, row, spec, base, mapped)
+    skipping.record(run, step, row, skip)
     return _continue_mapping(run, step, row, spec, job_budget)
 
 
@@ -247,7 +250,9 @@ def _continue_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocat
                 if item["name"] is not None:
                     raw[item["name"]] = _unit_value(resolver, item, units[j])
             raws.append(raw)
-        jobs = _create(run, step, row, spec, raws, first_index=start, visible=False, resolver=resolver)
+        flags = skipping.slice_flags(run, step, plan, per_input, start, size)
+        jobs = _create(run, step, row, spec, raws, first_index=start, visible=False, resolver=resolver, skipped=flags)
+        skipping.count(row, flags)
         units = per_input[0][1]
         for name, info in plan["outputs"].items():
             dataset_ids = [next(o.dataset_id for o in job.outputs if o.name == name) for job in jobs]
@@ -257,7 +262,7 @@ def _continue_mapping(run: "InvocationRun", step: PlanStep, row: WorkflowInvocat
     if row.jobs_created < total:
         return BUDGET
     mapping.finish_collections(run.session, [info["collection_id"] for info in plan["outputs"].values()])
-    outputs = mapping.output_values(plan["outputs"])
+    outputs = skipping.finish_mapping(run, row, mapping.output_values(plan["outputs"]))
     run.mark_scheduled(row, subworkflow_mapping.mark_outputs(outputs, plan.get("map_depth") or 0))
     return DONE
 
@@ -283,9 +288,10 @@ def _unit_value(resolver: StepResolver, item: dict[str, Any], unit: mapping.Unit
 
 def _create(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep, spec: toolspec.ToolSpec,
             raws: list[dict[str, Any]], *, first_index: int, visible: bool,
-            resolver: StepResolver | None = None) -> list[Any]:
+            resolver: StepResolver | None = None, skipped: list[bool] | None = None) -> list[Any]:
     """Validate each job's parameters and create the jobs in one bulk call."""
     resolver = resolver or StepResolver(run.session)
+    flags = skipped or [False] * len(raws)  # skipped jobs (conditional steps) are made, never run
     tool = spec.tool
     specs = []
     for offset, raw in enumerate(raws):
@@ -301,10 +307,11 @@ def _create(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep, s
             element_index=first_index + offset, output_visible=visible,
         ))
     try:  # a dataset of a format the tool does not take: the step fails, as in Galaxy
-        input_checks.check_specs(run.session, tool, specs)
+        input_checks.check_specs(run.session, tool, [s for s, skip in zip(specs, flags) if not skip])
     except NebulaError as exc:
         raise StepFailure("unexpected_failure", step=step.order_index,
                           details=f"tool {tool.id!r}: {exc.message}") from None
     jobs = create_jobs(run.session, specs, enqueuer=run.enqueuer)
+    skipping.mark_skipped(run, jobs, flags)
     run.jobs_created += len(jobs)
     return jobs

@@ -59,7 +59,7 @@ def write_workflow(session: Session, parsed: ParsedWorkflow, *, stored_workflow_
             name=step.name, uuid=step.uuid, annotation=step.annotation, tool_id=step.tool_id,
             tool_version=step.tool_version, tool_state=step.tool_state, subworkflow_id=sub_id,
             outputs=step.outputs, workflow_outputs=step.workflow_outputs,
-            post_job_actions=step.post_job_actions, position=step.position,
+            post_job_actions=step.post_job_actions, position=step.position, when_expression=step.when,
         ))
     session.add_all(rows)
     session.flush()

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.errors import RequestParameterInvalid
 from app.models.workflows import StepType
-from app.workflows import graph
+from app.workflows import conditions, graph
 
 MAX_DEPTH = 10
 MAX_STEPS = 10_000
@@ -55,6 +55,7 @@ class ParsedStep:
     position: dict[str, Any] | None
     connections: list[ParsedConnection] = field(default_factory=list)
     subworkflow: "ParsedWorkflow | None" = None
+    when: str | None = None  # a conditional step's expression (app.workflows.conditions)
 
     def describe(self) -> str:
         """'step 2 (label "x")' for messages."""
@@ -193,13 +194,36 @@ def _parse_step(index: int, raw: dict[str, Any], external_to_index: dict[int, in
         ptype = state.get("parameter_type", "text")
         if ptype not in PARAMETER_TYPES:
             raise _invalid(f"{where}: unknown parameter_type {ptype!r}")
-    if raw.get("when") not in (None, "", "null"):
-        raise _invalid(f"{where}: conditional steps ('when') are not supported")
+    step.when = _when(step, raw.get("when"))
     if step_type in StepType.INPUTS and step.connections:
         raise _invalid(f"{where}: an input step cannot have input connections")
     if step_type == StepType.PAUSE and len(step.connections) > 1:
         raise _invalid(f"{where}: a pause step takes one input")
     return step
+
+
+def _when(step: ParsedStep, when: Any) -> str | None:
+    """A conditional step's expression, checked: a supported form reading one of the step's inputs."""
+    if when in (None, "", "null"):
+        return None
+    where = step.describe()
+    if step.type == StepType.SUBWORKFLOW:
+        raise _invalid(f"{where}: conditional subworkflow steps ('when') are not supported; "
+                       "put the condition on the subworkflow's tool steps")
+    if step.type != StepType.TOOL:
+        raise _invalid(f"{where}: only tool steps can be conditional ('when')")
+    if not isinstance(when, str):
+        raise _invalid(f"{where}: 'when' must be an expression such as $(inputs.should_run)")
+    try:
+        condition = conditions.parse_condition(when)
+    except conditions.ConditionError as exc:
+        raise _invalid(f"{where}: {exc}") from None
+    connected = {conn.input_name for conn in step.connections}
+    if condition.input_name not in connected:
+        known = ", ".join(sorted(connected)) or "none"
+        raise _invalid(f"{where}: 'when' reads inputs.{condition.input_name}, which is not connected "
+                       f"(connect a boolean parameter to an input of that name; connected: {known})")
+    return when.strip()
 
 
 def decode_tool_state(value: Any, where: str) -> dict[str, Any]:

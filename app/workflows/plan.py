@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +47,8 @@ class PlanStep:
     subworkflow_id: int | None
     connections: tuple[PlanConnection, ...]
     workflow_outputs: tuple[dict[str, Any], ...]
+    when: str | None = None  # a conditional step's ``when`` expression
+    post_job_actions: dict[str, Any] = field(default_factory=dict)  # normalized (app.workflows.actions)
 
     @property
     def is_input(self) -> bool:
@@ -146,6 +148,7 @@ def _read_plan(session: Session, workflow_id: int) -> WorkflowPlan:
             uuid=row.uuid, tool_id=row.tool_id, tool_version=row.tool_version,
             tool_state=dict(row.tool_state or {}), subworkflow_id=row.subworkflow_id,
             connections=tuple(connections[row.id]), workflow_outputs=tuple(row.workflow_outputs or ()),
+            when=row.when_expression, post_job_actions=dict(row.post_job_actions or {}),
         )
         for row in rows
     )

@@ -96,7 +96,7 @@ def test_bad_connections_and_steps_are_refused(stack):
     refused(lambda w: w["steps"]["1"]["input_connections"].update(input1="zero"), "must be a mapping")
     refused(lambda w: w["steps"]["3"].update(label="review"), "same label 'review'")
     refused(lambda w: w.update(steps=[1, 2]), "is not a mapping")
-    refused(lambda w: w["steps"]["3"].update(when="$(inputs.go)"), "conditional steps ('when') are not supported")
+    refused(lambda w: w["steps"]["3"].update(when="$(inputs.go)"), "'when' reads inputs.go, which is not connected")
     response = api.post("/api/workflows/upload", json={"workflow": {"class": "GalaxyWorkflow", "steps": {
         "a": {"tool_id": "cat1", "in": {"input1": "missing/out"}}}}})
     assert response.status_code == 400 and "'missing/out', which is not a step" in response.json["err_msg"]

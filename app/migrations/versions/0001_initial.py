@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 19:54:00.436790
+Create Date: 2026-11-21 21:33:21.721895
 """
 
 from alembic import op
@@ -311,6 +311,7 @@ def upgrade() -> None:
     sa.Column('parent_step_id', sa.Integer(), nullable=True),
     sa.Column('inputs', sa.JSON(), nullable=False),
     sa.Column('parameters', sa.JSON(), nullable=False),
+    sa.Column('replacement_params', sa.JSON(), nullable=False),
     sa.Column('pass_due_at', sa.DateTime(), nullable=True),
     sa.Column('last_progress_time', sa.DateTime(), nullable=False),
     sa.Column('create_time', sa.DateTime(), nullable=False),
@@ -348,6 +349,7 @@ def upgrade() -> None:
     sa.Column('workflow_outputs', sa.JSON(), nullable=False),
     sa.Column('post_job_actions', sa.JSON(), nullable=False),
     sa.Column('position', sa.JSON(), nullable=True),
+    sa.Column('when_expression', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['subworkflow_id'], ['workflow.id'], name=op.f('fk_workflow_step_subworkflow_id_workflow')),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflow.id'], name=op.f('fk_workflow_step_workflow_id_workflow')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_step')),
