@@ -28,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.bulk_insert import insert_rows
 from app.models.base import utcnow
 from app.models.queue import READY, OutboxMessage, QueueMessage
 from app.models.tasks import Task, TaskState
@@ -119,6 +120,10 @@ class RabbitPublisher:
         declared: set[str] = set()
         try:
             channel = self._channel()
+            # The blocking channel flushes the socket after every publish (a poll and a send
+            # per message); its underlying channel only buffers the frames, and tx_commit
+            # sends them all and waits for the broker's commit-ok.
+            publish = getattr(channel, "_impl", channel).basic_publish
             for message_dict, delay_ms in items:
                 message = Message(**message_dict)
                 canonical = message.queue_name
@@ -129,7 +134,7 @@ class RabbitPublisher:
                 if delay_ms:
                     routing_key = dq_name(canonical)
                     message = message.copy(queue_name=routing_key, options={"eta": current_millis() + delay_ms})
-                channel.basic_publish(
+                publish(
                     exchange="", routing_key=routing_key, body=message.encode(),
                     properties=pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority")),
                 )
@@ -183,7 +188,7 @@ def insert_queue_messages(
         })
     if not rows:
         return
-    conn.execute(sa.insert(QueueMessage.__table__), rows)
+    insert_rows(conn, QueueMessage.__table__, rows, returning=False)
     bind = conn.get_bind() if isinstance(conn, Session) else conn
     if bind.dialect.name == "postgresql":
         for name in sorted({row["queue_name"] for row in rows}):
@@ -266,9 +271,10 @@ class Enqueuer:
         if self.settings.uses_embedded_broker:
             insert_queue_messages(session, [(m, delay_ms, 0) for m in messages])
             return
+        now = utcnow()
         rows = [{"queue_name": m["queue_name"], "message_id": m["message_id"], "message": m,
-                 "delay_ms": delay_ms, "create_time": utcnow(), "attempts": 0} for m in messages]
-        ids = session.execute(sa.insert(OutboxMessage).returning(OutboxMessage.id), rows).scalars().all()
+                 "delay_ms": delay_ms, "create_time": now, "attempts": 0} for m in messages]
+        ids = insert_rows(session, OutboxMessage.__table__, rows)
         pending = session.info.setdefault(PENDING_KEY, [])
         pending.extend((row_id, m, delay_ms) for row_id, m in zip(ids, messages))
 

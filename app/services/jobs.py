@@ -3,20 +3,21 @@
 ``create_jobs`` is what both the tools API and the workflow scheduler call. It writes a
 whole batch with a fixed number of statements, whatever its size: one SELECT for keys
 already used, one for the input datasets, one UPDATE per history for hids, then bulk
-INSERTs of jobs, output datasets, job inputs and outputs, and one ``RunJob`` message per
-job sent in the same transaction.
+inserts (``COPY`` on PostgreSQL) of jobs, output datasets, job inputs and outputs, and one
+``RunJob`` message per job sent in the same transaction.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session, selectinload
 
+from app.bulk_insert import insert_rows
 from app.errors import NotFound
 from app.ids import IdEncoder
 from app.messaging import Enqueuer
@@ -53,12 +54,13 @@ class JobSpec:
         return self.invocation_step_id, self.element_index
 
 
-def create_jobs(session: Session, specs: list[JobSpec], *, enqueuer: Enqueuer) -> list[Job]:
+def create_jobs(session: Session, specs: list[JobSpec], *, enqueuer: Enqueuer) -> list[CreatedJob]:
     """Create queued jobs with their outputs and RunJob messages; return one job per spec, in order.
 
     A spec whose (invocation_step_id, element_index) already has a job is not created again:
-    the existing job is returned in its place. The jobs returned are in the session with
-    their ``outputs`` (JobOutput rows naming the output datasets) loaded.
+    the existing job is returned in its place. The jobs come back as records with their
+    outputs (name, dataset id), not as ORM objects (building thousands of those costs more
+    than inserting their rows).
     """
     existing = _existing_keys(session, [s.key for s in specs if s.key is not None])
     fresh: list[JobSpec] = []
@@ -92,13 +94,13 @@ def _existing_keys(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[
     return found
 
 
-def _load_jobs(session: Session, job_ids: list[int]) -> dict[int, Job]:
-    jobs: dict[int, Job] = {}
+def _load_jobs(session: Session, job_ids: list[int]) -> dict[int, CreatedJob]:
+    jobs: dict[int, CreatedJob] = {}
     unique = list(dict.fromkeys(job_ids))
     for start in range(0, len(unique), _CHUNK):
         stmt = sa.select(Job).where(Job.id.in_(unique[start : start + _CHUNK])).options(selectinload(Job.outputs))
         for job in session.scalars(stmt):
-            jobs[job.id] = job
+            jobs[job.id] = CreatedJob.of(job)
     return jobs
 
 
@@ -114,51 +116,51 @@ def _input_datasets(session: Session, specs: list[JobSpec]) -> dict[int, tuple[i
     return found
 
 
-def insert_rows(session: Session, model: type, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert rows in bulk and return their ids, in order.
+@dataclass(frozen=True)
+class OutputLink:
+    """A job's output: its name and dataset."""
 
-    On PostgreSQL the ids are drawn from the table's sequence first and the rows sent as a
-    pipelined executemany: a 1,000-row INSERT … RETURNING is one huge statement that the
-    driver spends longer parsing than the server spends running. Elsewhere RETURNING.
-    """
-    if not rows:
-        return []
-    table = model.__table__
-    if session.get_bind().dialect.name != "postgresql":
-        stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        return list(session.execute(stmt, rows).scalars())
-    ids = sorted(session.scalars(
-        sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-        {"table": table.name, "n": len(rows)}))
-    session.execute(sa.insert(table), [{**row, "id": row_id} for row, row_id in zip(rows, ids)])
-    return ids
+    name: str
+    dataset_id: int
 
 
-def _loaded(model: type, values: dict[str, Any]) -> Any:
-    """An object for a row just inserted, as a query would have loaded it (no events, no SELECT).
+@dataclass
+class CreatedJob:
+    """A job as ``create_jobs`` returns it: what callers read, without an ORM object per row."""
 
-    ``session.add`` makes it persistent without an INSERT. Building 2,000 objects through
-    their constructors costs more than inserting their rows.
-    """
-    obj = sa.inspect(model).class_manager.new_instance()
-    obj.__dict__.update(values)
-    make_transient_to_detached(obj)
-    return obj
+    id: int
+    user_id: int
+    history_id: int
+    tool_id: str
+    tool_version: str
+    state: str
+    exit_code: int | None
+    invocation_id: int | None
+    invocation_step_id: int | None
+    element_index: int | None
+    create_time: Any
+    update_time: Any
+    outputs: list[OutputLink]
+
+    @classmethod
+    def of(cls, job: Job) -> "CreatedJob":
+        """The record of a job loaded from the database."""
+        return cls(job.id, job.user_id, job.history_id, job.tool_id, job.tool_version, job.state, job.exit_code,
+                   job.invocation_id, job.invocation_step_id, job.element_index, job.create_time, job.update_time,
+                   [OutputLink(o.name, o.dataset_id) for o in job.outputs])
 
 
-def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[Job]:
+def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[CreatedJob]:
     """Bulk-insert jobs, outputs and links for specs known to be new; return the jobs."""
     now = utcnow()
     inputs = _input_datasets(session, specs)
     job_rows = [{
         "user_id": s.user_id, "history_id": s.history_id, "tool_id": s.tool.id, "tool_version": s.tool.version,
-        "state": JobState.QUEUED, "params": s.params, "command_line": None, "stdout": None, "stderr": None,
-        "exit_code": None, "info": None, "worker_id": None, "attempts": 0, "pid": None,
-        "invocation_id": s.invocation_id, "invocation_step_id": s.invocation_step_id,
-        "element_index": s.element_index, "start_time": None, "end_time": None,
+        "state": JobState.QUEUED, "params": s.params, "attempts": 0, "invocation_id": s.invocation_id,
+        "invocation_step_id": s.invocation_step_id, "element_index": s.element_index,
         "create_time": now, "update_time": now,
     } for s in specs]
-    job_ids = insert_rows(session, Job, job_rows)
+    job_ids = insert_rows(session, Job.__table__, job_rows)
 
     per_history: dict[int, int] = defaultdict(int)
     for spec in specs:
@@ -177,8 +179,7 @@ def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[
             dataset_rows.append({
                 "history_id": spec.history_id, "user_id": spec.user_id, "hid": hid,
                 "name": output_label(spec.tool, output, hids, spec.params), "state": DatasetState.QUEUED,
-                "extension": output_format(spec.tool, output, extensions), "dbkey": dbkey, "info": None,
-                "peek": None, "blurb": None, "line_count": None, "file_size": None, "object_key": None,
+                "extension": output_format(spec.tool, output, extensions), "dbkey": dbkey,
                 "visible": spec.output_visible and not output.hidden, "creating_job_id": job_id,
                 "deleted": False, "purged": False, "tags": [], "metadata": {},
                 "create_time": now, "update_time": now,
@@ -186,23 +187,18 @@ def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[
             output_rows.append({"job_id": job_id, "dataset_id": None, "name": output.name})
         for name, ids in spec.inputs.items():
             input_rows.extend({"job_id": job_id, "dataset_id": d, "name": name} for d in ids)
-    dataset_ids = insert_rows(session, Dataset, dataset_rows)
+    dataset_ids = insert_rows(session, Dataset.__table__, dataset_rows)
     for row, dataset_id in zip(output_rows, dataset_ids):
         row["dataset_id"] = dataset_id
-    output_ids = insert_rows(session, JobOutput, output_rows)
-    if input_rows:
-        session.execute(sa.insert(JobInput.__table__), input_rows)
+    insert_rows(session, JobOutput.__table__, output_rows, returning=False)
+    insert_rows(session, JobInput.__table__, input_rows, returning=False)
     enqueuer.send_many(session, [RunJob(job_id=job_id) for job_id in job_ids])
 
-    links = [_loaded(JobOutput, {"id": i, **row}) for row, i in zip(output_rows, output_ids)]
-    jobs = []
-    per_job = iter(links)
-    for spec, row, job_id in zip(specs, job_rows, job_ids):
-        job = _loaded(Job, {"id": job_id, **row})
-        set_committed_value(job, "outputs", [next(per_job) for _ in spec.tool.outputs])
-        jobs.append(job)
-    session.add_all(links + jobs)
-    return jobs
+    links = iter(output_rows)
+    return [CreatedJob(job_id, row["user_id"], row["history_id"], row["tool_id"], row["tool_version"], row["state"],
+                       None, row["invocation_id"], row["invocation_step_id"], row["element_index"], now, now,
+                       [OutputLink(link["name"], link["dataset_id"]) for link in islice(links, len(spec.tool.outputs))])
+            for spec, row, job_id in zip(specs, job_rows, job_ids)]
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -243,7 +239,7 @@ def list_jobs(
     return list(session.scalars(stmt))
 
 
-def job_view(job: Job, ids: IdEncoder, *, full: bool = False, session: Session | None = None) -> dict[str, Any]:
+def job_view(job: Job | CreatedJob, ids: IdEncoder, *, full: bool = False, session: Session | None = None) -> dict[str, Any]:
     """The API form of a job; ``full`` adds command line, stdout, stderr and exit code."""
     view: dict[str, Any] = {
         "model_class": "Job",
