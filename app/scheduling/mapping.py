@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app.bulk_insert import insert_rows
 from app.models import DatasetCollection, DatasetCollectionElement, HistoryDatasetCollection
 from app.models.base import utcnow
 from app.models.collections import PopulatedState
@@ -128,24 +129,22 @@ def add_leaves(session: Session, top_collection_id: int, collection_type: str, u
         if missing:
             keys = list(missing)
             child_type = ":".join(kinds[level + 1:])
-            new_ids = list(session.scalars(
-                sa.insert(DatasetCollection).returning(DatasetCollection.id, sort_by_parameter_order=True),
-                [{"collection_type": child_type, "populated_state": PopulatedState.NEW, "element_count": 0,
-                  "create_time": now, "update_time": now} for _ in keys],
-            ))
-            session.execute(sa.insert(DatasetCollectionElement.__table__), [
+            new_ids = insert_rows(session, DatasetCollection.__table__, [
+                {"collection_type": child_type, "populated_state": PopulatedState.NEW, "element_count": 0,
+                 "create_time": now, "update_time": now} for _ in keys])
+            insert_rows(session, DatasetCollectionElement.__table__, [
                 {"collection_id": parent, "element_index": missing[(parent, identifier)],
                  "element_identifier": identifier, "dataset_id": None, "child_collection_id": child}
                 for (parent, identifier), child in zip(keys, new_ids)
-            ])
+            ], returning=False)
             existing.update(zip(keys, new_ids))
         parents = [existing[(parent, unit.identifiers[level])] for parent, unit in zip(parents, units)]
     if units:
-        session.execute(sa.insert(DatasetCollectionElement.__table__), [
+        insert_rows(session, DatasetCollectionElement.__table__, [
             {"collection_id": parent, "element_index": unit.indexes[-1], "element_identifier": unit.identifiers[-1],
              "dataset_id": dataset_id, "child_collection_id": None}
             for parent, unit, dataset_id in zip(parents, units, dataset_ids)
-        ])
+        ], returning=False)
 
 
 def finish_collections(session: Session, top_collection_ids: list[int]) -> None:
