@@ -40,6 +40,7 @@ class InvokeBody(Request):
     new_history_name: str | None = Field(None, max_length=255)
     parameters: dict[str, Any] | None = None
     parameters_normalized: bool = False
+    replacement_params: dict[str, Any] | None = None
     scheduler: str | None = Field(None, max_length=64)
     batch: bool = False
     version: int | None = Field(None, ge=0)
@@ -106,7 +107,7 @@ def invoke_workflow(workflow_id: str, body: InvokeBody) -> dict[str, Any] | list
     request = invocations.InvokeRequest(
         inputs=inputs, inputs_by=inputs_by, history=body.history, history_id=body.history_id,
         new_history_name=body.new_history_name, parameters=body.parameters, scheduler=body.scheduler,
-        batch=body.batch,
+        batch=body.batch, replacement_params=body.replacement_params,
     )
     created = invocations.invoke(ctx.session, ctx.user, stored, workflow_id, request, settings=ctx.settings,
                                  enqueuer=ctx.services.enqueuer, ids=ctx.ids)

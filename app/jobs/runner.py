@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
+from app.jobs import end_actions
 from app.jobs import monitor as monitoring
 from app.jobs import pgfast
 from app.jobs.statements import CLAIM, DATASETS, FINISH, OUTPUT_OK, TAKE_OVER, WAITING
@@ -295,6 +296,8 @@ def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool:
         else:
             if failure is None:
                 session.execute(OUTPUT_OK, rows)
+                if claimed.invocation_id is not None:  # a workflow step's post-job actions (hide, datatype)
+                    end_actions.apply_at_job_end(session, claimed.job_id, claimed.outputs)
             else:
                 _error_outputs(session, claimed.job_id, failure)
             _after_end(session, services, claimed.invocation_id, [d for _, d in claimed.outputs])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import NebulaError
 from app.models import WorkflowInvocationStep
-from app.scheduling import mapping, skipping, subworkflow_mapping
+from app.scheduling import mapping, post_actions, skipping, subworkflow_mapping
 from app.scheduling.steps import BUDGET, DONE, WAITING
 from app.scheduling.values import CollectionInfo, StepFailure
 from app.services import collections, input_checks
@@ -122,6 +122,7 @@ def schedule_tool(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationS
         return DONE
     _start_mapping(run, step, row, spec, base, mapped)
     skipping.record(run, step, row, skip)
+    post_actions.apply_to_collections(run, step, (row.mapping or {}).get("outputs") or {}, mapped, base)
     return _continue_mapping(run, step, row, spec, job_budget)
 
 
@@ -313,5 +314,6 @@ def _create(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep, s
                           details=f"tool {tool.id!r}: {exc.message}") from None
     jobs = create_jobs(run.session, specs, enqueuer=run.enqueuer)
     skipping.mark_skipped(run, jobs, flags)
+    post_actions.apply_at_creation(run, step, specs, jobs, flags)
     run.jobs_created += len(jobs)
     return jobs

@@ -38,6 +38,8 @@ from app.workflows import inputs as invoke_inputs
 from app.workflows import toolspec
 from app.workflows.plan import WorkflowPlan, load_plan
 
+MAX_REPLACEMENT_PARAMS = 1000
+
 
 @dataclass
 class InvokeRequest:
@@ -51,12 +53,13 @@ class InvokeRequest:
     parameters: dict[str, Any] | None = None
     scheduler: str | None = None
     batch: bool = False
+    replacement_params: dict[str, Any] | None = None  # ${name} in post-job renames
 
 
 def create_invocation_rows(session: Session, *, user_id: int, plan: WorkflowPlan, history_id: int, scheduler: str,
                            inputs: dict[str, Any], parameters: dict[str, Any], stored_workflow_id: int | None,
-                           parent_invocation_id: int | None = None,
-                           parent_step_id: int | None = None) -> WorkflowInvocation:
+                           parent_invocation_id: int | None = None, parent_step_id: int | None = None,
+                           replacement_params: dict[str, str] | None = None) -> WorkflowInvocation:
     """Write an invocation in state new with one step row per workflow step (two INSERTs).
 
     The step rows are kept on ``invocation.new_steps`` so the answer needs no query.
@@ -66,7 +69,7 @@ def create_invocation_rows(session: Session, *, user_id: int, plan: WorkflowPlan
         uuid=str(uuid.uuid4()), user_id=user_id, workflow_id=plan.workflow_id, stored_workflow_id=stored_workflow_id,
         history_id=history_id, state=InvocationState.NEW, scheduler=scheduler, inputs=inputs, parameters=parameters,
         parent_invocation_id=parent_invocation_id, parent_step_id=parent_step_id, create_time=now, update_time=now,
-        last_progress_time=now,
+        last_progress_time=now, replacement_params=replacement_params or {},
     )
     session.add(invocation)
     session.flush()
@@ -146,6 +149,25 @@ def _batches(request: InvokeRequest) -> list[tuple[dict[str, Any], dict[str, Any
     return runs
 
 
+def _replacement_params(value: Any) -> dict[str, str]:
+    """The payload's replacement_params as text by name (``${name}`` in post-job renames), or a 400."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestParameterInvalid("replacement_params must be a mapping of name to text")
+    if len(value) > MAX_REPLACEMENT_PARAMS:
+        raise RequestParameterInvalid(f"replacement_params: more than {MAX_REPLACEMENT_PARAMS} names")
+    params = {}
+    for name, text in value.items():
+        if isinstance(text, bool | int | float) or text is None:
+            text = "" if text is None else str(text)
+        if not isinstance(text, str) or len(text) > 1024:
+            raise RequestParameterInvalid(f"replacement_params: the value of {name!r} must be text "
+                                          "(at most 1024 characters)")
+        params[str(name)] = text
+    return params
+
+
 def invoke(session: Session, user: User, stored: StoredWorkflow, workflow_id: int, request: InvokeRequest, *,
            settings: Settings, enqueuer: Enqueuer, ids: IdEncoder) -> list[WorkflowInvocation]:
     """Validate the request and write the invocation(s) of a version in state new, each with one message."""
@@ -157,6 +179,7 @@ def invoke(session: Session, user: User, stored: StoredWorkflow, workflow_id: in
     if missing:
         raise RequestParameterInvalid(f"the workflow uses tools that are not installed: {', '.join(missing)}")
     inputs_by = invoke_inputs.check_inputs_by(request.inputs_by)
+    replacements = _replacement_params(request.replacement_params)
     prepared = [
         (invoke_inputs.resolve_inputs(session, user, plan, run_inputs, inputs_by, ids),
          invoke_inputs.resolve_parameters(plan, run_params, ids))
@@ -167,7 +190,7 @@ def invoke(session: Session, user: User, stored: StoredWorkflow, workflow_id: in
         history = _target_history(session, user, request, stored.name, ids)
         invocation = create_invocation_rows(
             session, user_id=user.id, plan=plan, history_id=history.id, scheduler=scheduler, inputs=inputs,
-            parameters=parameters, stored_workflow_id=stored.id,
+            parameters=parameters, stored_workflow_id=stored.id, replacement_params=replacements,
         )
         enqueuer.send(session, AdvanceInvocation(invocation_id=invocation.id))
         created.append(invocation)

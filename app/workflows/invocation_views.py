@@ -207,6 +207,7 @@ def request_view(invocation: WorkflowInvocation, stored: StoredWorkflow | None, 
         "inputs_by": "step_index",
         "parameters": invocation.parameters or {},
         "parameters_normalized": True,
+        "replacement_params": invocation.replacement_params or {},
         "scheduler": invocation.scheduler,
         "instance": False,
     }

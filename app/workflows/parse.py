@@ -15,7 +15,7 @@ from typing import Any
 
 from app.errors import RequestParameterInvalid
 from app.models.workflows import StepType
-from app.workflows import conditions, graph
+from app.workflows import actions, conditions, graph
 
 MAX_DEPTH = 10
 MAX_STEPS = 10_000
@@ -181,6 +181,10 @@ def _parse_step(index: int, raw: dict[str, Any], external_to_index: dict[int, in
         step.tool_id = tool_id.strip()[:255]
         version = raw.get("tool_version")
         step.tool_version = str(version)[:64] if version not in (None, "") else None
+        try:
+            step.post_job_actions = actions.normalize_actions(raw.get("post_job_actions"), step.describe())
+        except actions.ActionError as exc:
+            raise _invalid(f"{step.describe()}: {exc}") from None
     elif step_type == StepType.SUBWORKFLOW:
         embedded = raw.get("subworkflow")
         if not isinstance(embedded, dict):
