@@ -10,9 +10,16 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.services import collections
-from app.tools.command import BooleanValue, CollectionValue, DatasetValue
+from app.tools.command import BooleanValue, CollectionValue, ColumnList, DatasetValue
 from app.tools.loader import Tool
-from app.tools.models import BooleanParam, ConditionalParam, DataCollectionParam, DataParam, RepeatParam
+from app.tools.models import (
+    BooleanParam,
+    ConditionalParam,
+    DataCollectionParam,
+    DataColumnParam,
+    DataParam,
+    RepeatParam,
+)
 from app.tools.params import data_refs
 
 
@@ -77,6 +84,8 @@ def _level(params_tree: list[Any], values: dict[str, Any], datasets: dict[int, I
             out[param.name] = _collection(collections[(value["src"], value["id"])], datasets) if value else None
         elif isinstance(param, BooleanParam):
             out[param.name] = BooleanValue(bool(value), param.truevalue, param.falsevalue)
+        elif isinstance(param, DataColumnParam) and param.multiple:
+            out[param.name] = ColumnList(value or [])
         else:
             out[param.name] = value
     return out

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Dataset
 from app.services.jobs import JobSpec
-from app.tools.checks import DatasetFacts, check_formats, restricts_formats
+from app.tools.checks import DatasetFacts, check_columns, check_formats, has_columns, restricts_formats
 from app.tools.loader import Tool
 
 _CHUNK = 900
@@ -35,11 +35,16 @@ def dataset_facts(session: Session, dataset_ids: Iterable[int], *, metadata: boo
 
 
 def check_specs(session: Session, tool: Tool, specs: list[JobSpec]) -> None:
-    """Refuse (400 naming the input) the jobs if any input dataset is of a format its input does not take."""
-    if not restricts_formats(tool.inputs):
+    """Refuse the jobs (400 naming the parameter) for a dataset of a refused format or a column it lacks."""
+    formats, columns = restricts_formats(tool.inputs), has_columns(tool.inputs)
+    if not (formats or columns):
         return
     ids = {d for spec in specs for dataset_ids in spec.inputs.values() for d in dataset_ids}
     if not ids:
         return
-    facts = dataset_facts(session, ids)
-    check_formats(tool.inputs, ((spec.params, spec.inputs) for spec in specs), facts)
+    facts = dataset_facts(session, ids, metadata=columns)
+    jobs = [(spec.params, spec.inputs) for spec in specs]
+    if formats:
+        check_formats(tool.inputs, jobs, facts)
+    if columns:
+        check_columns(tool.inputs, jobs, facts)

@@ -1,4 +1,4 @@
-"""Checks of a job's input datasets against its tool: formats (Galaxy's subtype rule).
+"""Checks of a job's input datasets against its tool: formats (Galaxy's subtype rule), columns.
 
 ``validate_inputs`` reads a request's shape; what the named datasets *are* is checked
 here, once their facts (extension, metadata) are loaded in bulk by the caller
@@ -8,17 +8,21 @@ A dataset of an extension an input does not accept is refused (``tabular`` takes
 not ``txt``; ``data`` takes anything). A dataset whose format is not known yet (an upload
 still to be sniffed, extension ``auto``) passes: refusing it could be wrong, and Galaxy
 too lets a pending dataset through.
+
+A data_column value is checked against the ``columns`` metadata of every dataset its
+``data_ref`` input gets (each element's, when mapped over a collection); a dataset whose
+columns are not known yet (still being made or uploaded) or that is empty passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.datatypes_registry import ROOT, accepts, is_pending
 from app.errors import RequestParameterInvalid
-from app.tools.models import DataCollectionParam, DataParam, walk_params
+from app.tools.models import BooleanParam, DataCollectionParam, DataColumnParam, DataParam, walk_params
 from app.tools.params import data_refs
 
 
@@ -77,3 +81,60 @@ def format_refused(name: str, fact: DatasetFacts, formats: tuple[str, ...]) -> s
     """The message for a dataset of a format an input does not accept."""
     return (f"parameter '{name}': {fact.describe()} has format '{fact.extension}'; "
             f"this input accepts {', '.join(formats)} (or a subtype)")
+
+
+def has_columns(tool_inputs: list[Any]) -> bool:
+    """Whether the tool has data_column parameters (then input metadata is needed)."""
+    return any(isinstance(p, DataColumnParam) for p in walk_params(tool_inputs))
+
+
+def column_values(tool_inputs: list[Any], params: dict[str, Any], prefix: str = "",
+                  scope: Mapping[str, str] | None = None) -> Iterator[tuple[str, DataColumnParam, list[str], str]]:
+    """(flat name, parameter, columns, flat name of its data_ref input) of every data_column value set."""
+    visible = dict(scope or {})
+    visible.update((p.name, f"{prefix}{p.name}") for p in tool_inputs if isinstance(p, (DataParam, DataCollectionParam)))
+    for param in tool_inputs:
+        value = params.get(param.name)
+        if param.type == "repeat":
+            for index, block in enumerate(value or []):
+                yield from column_values(param.inputs, block, f"{prefix}{param.name}_{index}|", visible)
+        elif param.type == "conditional":
+            block = value or {}
+            test = param.test_param
+            key = block.get(test.name)
+            if isinstance(test, BooleanParam):
+                key = test.truevalue if key else test.falsevalue
+            when = param.when(str(key)) if key is not None else None
+            if when is not None:
+                yield from column_values(when.inputs, block, f"{prefix}{param.name}|", visible)
+        elif isinstance(param, DataColumnParam) and value:
+            yield f"{prefix}{param.name}", param, value if isinstance(value, list) else [value], visible[param.data_ref]
+
+
+def check_columns(tool_inputs: list[Any], jobs: Iterable[tuple[dict[str, Any], Mapping[str, list[int]]]],
+                  facts: Mapping[int, DatasetFacts]) -> None:
+    """Refuse (400 naming the parameter) a column beyond a data_ref dataset's columns, or not numerical."""
+    for params, inputs in jobs:
+        for name, param, columns, ref in column_values(tool_inputs, params):
+            for dataset_id in inputs.get(ref, []):
+                fact = facts.get(dataset_id)
+                if fact is not None and not is_pending(fact.extension):
+                    _check_dataset_columns(name, param, columns, ref, fact)
+
+
+def _check_dataset_columns(name: str, param: DataColumnParam, columns: list[str], ref: str,
+                           fact: DatasetFacts) -> None:
+    count = fact.metadata.get("columns")
+    if not isinstance(count, int) or count < 1:  # not known yet, or an empty dataset
+        return
+    types = fact.metadata.get("column_types") if param.numerical else None
+    for column in columns:
+        number = int(column)
+        if number > count:
+            raise RequestParameterInvalid(
+                f"parameter '{name}': column {number} is beyond the {count} column{'s' if count != 1 else ''} "
+                f"of {fact.describe()} given to '{ref}'")
+        if isinstance(types, list) and number <= len(types) and types[number - 1] not in ("int", "float"):
+            raise RequestParameterInvalid(
+                f"parameter '{name}': column {number} of {fact.describe()} is not numerical "
+                f"({types[number - 1]}); this parameter takes numerical columns")

@@ -142,6 +142,25 @@ class BooleanValue:
         return hash(self.value)
 
 
+class ColumnList:
+    """A multiple data_column: one argument "1,3" when printed (as Galaxy), iterable for loops."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = list(columns)
+
+    def __str__(self) -> str:
+        return ",".join(self.columns)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def __getitem__(self, index: int) -> str:
+        return self.columns[index]
+
+
 class _Collector:
     """The values one rendering printed, in order."""
 

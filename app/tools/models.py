@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.tools.columns import parse_column, parse_columns
+
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 TOOL_ID = r"^[A-Za-z0-9_][A-Za-z0-9_ .+-]*$"
 
@@ -72,6 +74,45 @@ class DataCollectionParam(ParamBase):
             if not re.fullmatch(r"(list|paired)(:(list|paired))*", kind):
                 raise ValueError(f"unknown collection type {kind!r} (use list, paired and ':' nestings)")
         return value
+
+
+class DataColumnParam(ParamBase):
+    """A column of the dataset given to the data input ``data_ref`` (Galaxy's data_column).
+
+    Values are column numbers counted from 1, as text ("2"; "c2" and 2 are accepted too);
+    a list of them with ``multiple``. Checked against the dataset's ``columns`` metadata
+    when it is known.
+    """
+
+    type: Literal["data_column"]
+    data_ref: str = Field(pattern=NAME, description="The data input (here or in an enclosing block) whose columns these are.")
+    value: str | list[str] | None = Field(None, description="Default column ('1', 'c1'; a list or '1,2' with multiple).")
+    numerical: bool = Field(False, description="Only columns of numbers (by the dataset's column_types, when known).")
+    multiple: bool = Field(False, description="Take several columns (a list; '1,2' when printed).")
+    use_header_names: bool = Field(False, description="Label columns with the dataset's header names (forms only).")
+    force_select: bool = Field(True, description="false: the parameter may be left empty (Galaxy's older optional).")
+    accept_default: bool = Field(False, description="An empty value means the default, else column 1.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_default(cls, data: Any) -> Any:
+        """The default as canonical text: '2', or a list of such with multiple."""
+        if not isinstance(data, dict) or data.get("value") in (None, "", []):
+            return data
+        try:
+            value = parse_columns(data["value"])
+        except ValueError as exc:
+            raise ValueError(f"value: {exc}") from None
+        if not data.get("multiple"):
+            if len(value) != 1:
+                raise ValueError("value: a data_column without multiple takes one column")
+            value = value[0]
+        return {**data, "value": value}
+
+    @property
+    def may_be_empty(self) -> bool:
+        """Whether no column at all is a valid value."""
+        return self.optional or not self.force_select
 
 
 class IntegerParam(ParamBase):
@@ -192,7 +233,7 @@ class ConditionalParam(ParamBase):
 
 
 Param = Annotated[
-    Union[DataParam, DataCollectionParam, IntegerParam, FloatParam, TextParam, BooleanParam,
+    Union[DataParam, DataCollectionParam, DataColumnParam, IntegerParam, FloatParam, TextParam, BooleanParam,
           SelectParam, RepeatParam, ConditionalParam],
     Field(discriminator="type"),
 ]
@@ -285,6 +326,7 @@ class ToolDefinition(Strict):
             raise ValueError("command: a tool with action 'command' needs a command template")
         if self.command and "\x00" in self.command:
             raise ValueError("command: NUL characters are not allowed")
+        _check_data_refs(self.inputs, set())
         data_names = {p.name for p in walk_params(self.inputs) if p.type in ("data", "data_collection")}
         all_names = {p.name for p in walk_params(self.inputs)}
         outputs = [o.name for o in self.outputs]
@@ -297,6 +339,20 @@ class ToolDefinition(Strict):
                 if source is not None and source not in data_names:
                     raise ValueError(f"outputs.{output.name}: {source!r} is not a data input of the tool")
         return self
+
+
+def _check_data_refs(params: list[Any], outer: set[str]) -> None:
+    """Every data_column's data_ref names a data input of its level or an enclosing one."""
+    visible = outer | {p.name for p in params if p.type in ("data", "data_collection")}
+    for param in params:
+        if param.type == "data_column" and param.data_ref not in visible:
+            raise ValueError(f"inputs: data_column {param.name!r}: data_ref {param.data_ref!r} "
+                             "is not a data input of its level or an enclosing one")
+        if param.type == "repeat":
+            _check_data_refs(param.inputs, visible)
+        elif param.type == "conditional":
+            for when in param.whens:
+                _check_data_refs(when.inputs, visible)
 
 
 def walk_params(params: list[Any]):

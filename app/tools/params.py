@@ -7,7 +7,8 @@ tree and returns canonical parameters:
 
 - data → ``{"src": "hda", "id": int}`` (a list for ``multiple``), data_collection →
   ``{"src": "hdca" | "dce", "id": int}``, integer/float/text/select as such, boolean as a
-  bool, repeat → list of blocks, conditional → dict of the test value and its case;
+  bool, data_column → the column number as text (``"2"``; a list for ``multiple``),
+  repeat → list of blocks, conditional → dict of the test value and its case;
 - a batch value (``{"batch": true, "values": [...]}``) → a ``Batch`` holding one slice
   per job, expanded by ``app.tools.batches.expand_batches``.
 
@@ -30,6 +31,7 @@ from app.tools.models import (
     BooleanParam,
     ConditionalParam,
     DataCollectionParam,
+    DataColumnParam,
     DataParam,
     FloatParam,
     IntegerParam,
@@ -194,6 +196,8 @@ class _Validator:
             return scalars.boolean(param, value, where)
         if isinstance(param, SelectParam):
             return scalars.select(param, value, where)
+        if isinstance(param, DataColumnParam):
+            return scalars.data_column(param, value, where)
         raise RequestParameterInvalid(f"parameter '{where}': unsupported parameter type {param.type!r}")
 
     # -- data ----------------------------------------------------------------------------

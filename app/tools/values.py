@@ -11,7 +11,8 @@ import math
 from typing import Any
 
 from app.errors import RequestParameterInvalid, RequestParameterMissing
-from app.tools.models import BooleanParam, FloatParam, IntegerParam, SelectParam, TextParam
+from app.tools.columns import parse_column, parse_columns
+from app.tools.models import BooleanParam, DataColumnParam, FloatParam, IntegerParam, SelectParam, TextParam
 
 MISSING: Any = object()
 _TRUE = {"true", "yes", "on", "1"}
@@ -120,6 +121,37 @@ def select(param: SelectParam, value: Any, where: str) -> str | list[str] | None
     if text not in allowed:
         raise RequestParameterInvalid(not_an_option(where, text, allowed))
     return text
+
+
+def data_column(param: DataColumnParam, value: Any, where: str) -> str | list[str] | None:
+    """Column number(s) as text ('c2' and 2 read as '2'), or the default (Galaxy: column 1)."""
+    if isinstance(value, dict) and set(value) == {"value"}:
+        value = value["value"]
+    if value is MISSING or value is None or value == "" or value == []:
+        return _column_default(param, where)
+    if isinstance(value, dict):
+        raise RequestParameterInvalid(f"parameter '{where}': expected a column number, got {short(value)}")
+    try:
+        if param.multiple:
+            return parse_columns(value) or _column_default(param, where)
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise RequestParameterInvalid(f"parameter '{where}': takes one column, {len(value)} given")
+            value = value[0]
+        return parse_column(value)
+    except ValueError as exc:
+        raise RequestParameterInvalid(f"parameter '{where}': {exc}") from None
+
+
+def _column_default(param: DataColumnParam, where: str) -> str | list[str] | None:
+    """What an empty data_column means: its default; column 1 as Galaxy's first option; else nothing."""
+    if param.value is not None:
+        return param.value
+    if param.accept_default or not (param.multiple or param.may_be_empty):
+        return ["1"] if param.multiple else "1"
+    if param.may_be_empty:
+        return [] if param.multiple else None
+    raise RequestParameterMissing(f"parameter '{where}': choose at least one column")
 
 
 def not_an_option(where: str, value: str, allowed: list[str]) -> str:

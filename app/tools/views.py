@@ -10,6 +10,7 @@ from app.tools.models import (
     BooleanParam,
     ConditionalParam,
     DataCollectionParam,
+    DataColumnParam,
     DataParam,
     FloatParam,
     IntegerParam,
@@ -22,6 +23,7 @@ from app.tools.models import (
 _MODEL_CLASS = {
     DataParam: "DataToolParameter",
     DataCollectionParam: "DataCollectionToolParameter",
+    DataColumnParam: "ColumnListToolParameter",
     IntegerParam: "IntegerToolParameter",
     FloatParam: "FloatToolParameter",
     TextParam: "TextToolParameter",
@@ -111,6 +113,11 @@ def param_view(param: Any) -> dict[str, Any]:
     elif isinstance(param, DataCollectionParam):
         view.update(extensions=param.format, collection_types=param.collection_type or None, value=None,
                     options={"hda": [], "hdca": []})
+    elif isinstance(param, DataColumnParam):
+        # The options are the data_ref dataset's columns: none without a dataset chosen.
+        view.update(data_ref=param.data_ref, numerical=param.numerical, multiple=param.multiple,
+                    value=param.value, optional=param.may_be_empty, display=None, options=[], textable=True,
+                    is_dynamic=True, use_header_names=param.use_header_names)
     elif isinstance(param, (IntegerParam, FloatParam)):
         view.update(value=param.value, min=param.min, max=param.max, area=False)
     elif isinstance(param, TextParam):

@@ -43,6 +43,26 @@ TOOLS = {
           out: {format: txt}
         command: cat {{ table }} > {{ out }}
     """,
+    "columns_tool.yml": """
+        id: columns_tool
+        name: Columns
+        inputs:
+          - {name: table, type: data, format: tabular}
+          - {name: cols, type: data_column, data_ref: table, multiple: true, value: "c1,2"}
+          - {name: num, type: data_column, data_ref: table, numerical: true, optional: true}
+          - name: more
+            type: conditional
+            test_param: {name: pick, type: select, options: [none, one]}
+            whens:
+              - value: one
+                inputs:
+                  - {name: extra, type: data_column, data_ref: table, force_select: false}
+        outputs:
+          out: {format: txt}
+        command: >-
+          {{ __python__ }} -c "import sys; open(sys.argv[1], 'w').write(repr(sys.argv[2:]))"
+          {{ out }} {{ cols }} {{ num }} {{ more.extra }}
+    """,
 }
 
 
@@ -246,3 +266,148 @@ def test_job_outputs_get_column_metadata_on_postgresql(pg_url, data_dir, tmp_pat
 
     for stack in build_stack(data_dir, tmp_path, database_url=pg_url):
         _metadata_through_uploads_and_jobs(stack)
+
+
+# -- data_column parameters --------------------------------------------------------------------
+
+
+def test_sort1_columns_are_data_columns_in_the_tool_view(stack):
+    api = stack.client(stack.user_key("alice"))
+    inputs = api.get("/api/tools/sort1").json["inputs"]
+    column = inputs[1]
+    assert column["type"] == "data_column" and column["model_class"] == "ColumnListToolParameter"
+    assert column["data_ref"] == "input" and column["multiple"] is False and column["numerical"] is False
+    other = inputs[4]["inputs"][0]
+    assert other["name"] == "other_column" and other["type"] == "data_column" and other["data_ref"] == "input"
+
+
+def test_sort1_takes_columns_as_galaxy_clients_send_them(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    a = paste(api, h, "b\t10\tx\na\t9\ty\nC\t100\tx\n")
+    stack.drain()
+    assert api.get(f"/api/datasets/{a}").json["metadata_columns"] == 3
+    by_second = b"a\t9\ty\nb\t10\tx\nC\t100\tx\n"
+    for column in ("2", 2, "c2", " 2 ", {"value": "2"}, ["2"]):
+        inputs = {"input": hda(a), "column": column, "style": "n", "order": ""}
+        assert run_and_read(stack, api, h, "sort1", inputs) == by_second, column
+    # no column: Galaxy's accept_default, column 1
+    first = run_and_read(stack, api, h, "sort1", {"input": hda(a), "column": "1", "style": "", "order": "r"})
+    assert first == b"b\t10\tx\na\t9\ty\nC\t100\tx\n"
+    assert run_and_read(stack, api, h, "sort1", {"input": hda(a), "style": "", "order": "r"}) == first
+    job = run(api, h, "sort1", {"input": hda(a), "column": "c3"})["jobs"][0]
+    assert api.get(f"/api/jobs/{job['id']}").json["params"]["column"] == "3"
+
+
+def test_bad_columns_are_400s_naming_the_parameter_and_create_no_job(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    a = paste(api, h, "b\t10\tx\na\t9\ty\n")
+    stack.drain()
+    before = job_count(stack)
+    cases = [
+        ({"column": "4"}, "'column'", "beyond the 3 columns"),
+        ({"column": "abc"}, "'column'", "not a column number"),
+        ({"column": 0}, "'column'", "not a column number"),
+        ({"column": -1}, "'column'", "not a column number"),
+        ({"column": True}, "'column'", "not a column number"),
+        ({"column": 2.5}, "'column'", "not a column number"),
+        ({"column": ["1", "2"]}, "'column'", "one column"),
+        ({"column": {"a": 1}}, "'column'", "column number"),
+        ({"column": "2", "column_set_0|other_column": "c9"}, "'column_set_0|other_column'", "beyond the 3 columns"),
+    ]
+    for extra, name, why in cases:
+        refused = run(api, h, "sort1", {"input": hda(a), **extra}, status=400)
+        assert name in refused["err_msg"] and why in refused["err_msg"], (extra, refused)
+    assert job_count(stack) == before
+
+
+def test_columns_of_datasets_not_finished_yet_are_not_checked(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    pending = paste(api, h, "b\t1\na\t2\n", ext="tabular")  # metadata set when the upload finishes
+    run(api, h, "sort1", {"input": hda(pending), "column": "7"})
+    stack.drain()
+    chained = run(api, h, "cat1", {"input1": hda(pending)})["outputs"][0]["id"]
+    run(api, h, "sort1", {"input": hda(chained), "column": "7"})  # its output has no metadata yet
+    stack.drain()
+    assert run(api, h, "sort1", {"input": hda(chained), "column": "7"}, status=400)
+
+
+def test_mapped_columns_are_checked_against_every_element(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    narrow, wide = paste(api, h, "b\t2\na\t1\n"), paste(api, h, "b\t2\tz\na\t1\ty\n")
+    stack.drain()
+    hdca = _collection(api, h, [wide, narrow])
+    before = job_count(stack)
+    refused = run(api, h, "sort1", {"input": _hdca_batch(hdca), "column": "3"}, status=400)
+    assert "'column'" in refused["err_msg"] and "beyond the 2 columns" in refused["err_msg"]
+    assert job_count(stack) == before
+    result = run(api, h, "sort1", {"input": _hdca_batch(hdca), "column": "2", "style": "n", "order": ""})
+    stack.drain()
+    assert [content(api, o["id"]) for o in result["outputs"]] == [b"a\t1\ty\nb\t2\tz\n", b"a\t1\nb\t2\n"]
+
+
+def test_multiple_numerical_optional_and_nested_data_columns(params_stack):
+    stack = params_stack
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    table = paste(api, h, "name\tn\tx\nz\t3\t1.5\ny\t1\t2\n")
+    stack.drain()
+    assert api.get(f"/api/datasets/{table}").json["metadata_column_types"] == ["str", "int", "float"]
+
+    def argv(inputs: dict) -> str:
+        return run_and_read(stack, api, h, "columns_tool", {"table": hda(table), **inputs}).decode()
+
+    assert argv({}) == "['1,2', '', '']"
+    assert argv({"cols": "c3\n1", "num": "c2", "more|pick": "one", "more|extra": 3}) == "['3,1', '2', '3']"
+    assert argv({"cols": [1, "c3"], "more": {"pick": "one"}}) == "['1,3', '', '']"
+    not_numerical = run(api, h, "columns_tool", {"table": hda(table), "num": "1"}, status=400)
+    assert "'num'" in not_numerical["err_msg"] and "not numerical" in not_numerical["err_msg"]
+    beyond = run(api, h, "columns_tool", {"table": hda(table), "cols": "1,4"}, status=400)
+    assert "'cols'" in beyond["err_msg"] and "column 4" in beyond["err_msg"]
+    nested = run(api, h, "columns_tool", {"table": hda(table), "more|pick": "one", "more|extra": "5"}, status=400)
+    assert "'more|extra'" in nested["err_msg"]
+    view = {i["name"]: i for i in api.get("/api/tools/columns_tool").json["inputs"]}
+    assert view["cols"]["multiple"] is True and view["cols"]["value"] == ["1", "2"] and view["num"]["numerical"] is True
+
+
+@pytest.mark.parametrize("param, error", [
+    ({"name": "c", "type": "data_column", "data_ref": "nothing"}, "data_ref 'nothing'"),
+    ({"name": "c", "type": "data_column", "data_ref": "table", "value": "x"}, "value: 'x' is not a column number"),
+    ({"name": "c", "type": "data_column", "data_ref": "table", "value": "1,2"}, "takes one column"),
+    ({"name": "c", "type": "data_column"}, "data_ref"),
+])
+def test_broken_data_columns_are_load_errors(tmp_path, param, error):
+    import yaml
+
+    from app.tools import ToolLoadError, load_tool
+    from app.tools.loader import _LoadFailure
+
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump({"id": "bad", "name": "Bad", "command": "true", "outputs": {},
+                                    "inputs": [{"name": "table", "type": "data"}, param]}))
+    with pytest.raises(_LoadFailure) as failure:
+        load_tool(path)
+    assert isinstance(failure.value.error, ToolLoadError) and error in str(failure.value.error), failure.value.error
+
+
+SORT_WORKFLOW = {
+    "class": "GalaxyWorkflow", "label": "Sort on a column",
+    "inputs": {"table": "data"},
+    "steps": {"sort": {"tool_id": "sort1", "in": {"input": "table"},
+                       "state": {"column": "2", "style": "n", "order": "r", "column_set": [], "header_lines": "0"}}},
+}
+
+
+def test_workflows_setting_a_column_as_text_keep_running(stack):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    table = paste(api, h, "a\t9\nb\t10\nc\t2\n", ext="tabular")
+    stack.drain()
+    workflow_id = import_workflow(api, SORT_WORKFLOW)["id"]
+    done = settle(stack, api, invoke(api, workflow_id, {"0": hda(table)}, history_id=h)["id"])
+    assert done["state"] == "completed", done["messages"]
+    sorted_id = [c for c in api.get(f"/api/histories/{h}/contents").json if c["hid"] == 2][0]["id"]
+    assert content(api, sorted_id) == b"b\t10\na\t9\nc\t2\n"
