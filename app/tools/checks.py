@@ -59,22 +59,33 @@ def check_formats(tool_inputs: list[Any], jobs: Iterable[tuple[dict[str, Any], M
 
     ``jobs`` are (validated parameters, {flat input name: dataset ids read}) pairs, the
     latter with collections flattened to their datasets, as ``JobSpec.inputs`` holds them.
-    The verdict for an (input formats, extension) pair is cached, so a map-over costs a
-    dictionary look-up per element, not a datatype walk.
+    A verdict is reached once per (input, extension): a map-over costs a few dictionary
+    look-ups per element, not a walk of the parameters or of the datatype tree.
     """
+    # A flat name always means the same input unless a conditional holds data inputs
+    # (two cases may use one name): then each job's parameters are walked.
+    stable = not any(p.type == "conditional" and any(isinstance(q, (DataParam, DataCollectionParam))
+                                                     for w in p.whens for q in walk_params(w.inputs))
+                     for p in walk_params(tool_inputs))
+    known: dict[str, DataParam | DataCollectionParam] = {}
+    verdicts: dict[tuple[int, str], bool] = {}
     for params, inputs in jobs:
-        by_name = input_params(tool_inputs, params)
+        if not (stable and all(name in known for name in inputs)):
+            by_name = input_params(tool_inputs, params)
+            known = {**known, **by_name} if stable else by_name
         for name, dataset_ids in inputs.items():
-            param = by_name.get(name)
+            param = known.get(name)
             if param is None:
                 continue
-            formats = tuple(param.format)
             for dataset_id in dataset_ids:
                 fact = facts.get(dataset_id)
                 if fact is None or is_pending(fact.extension):
                     continue
-                if not accepts(formats, fact.extension):
-                    raise RequestParameterInvalid(format_refused(name, fact, formats))
+                key = (id(param), fact.extension)
+                if key not in verdicts:
+                    verdicts[key] = accepts(tuple(param.format), fact.extension)
+                if not verdicts[key]:
+                    raise RequestParameterInvalid(format_refused(name, fact, tuple(param.format)))
 
 
 def format_refused(name: str, fact: DatasetFacts, formats: tuple[str, ...]) -> str:
