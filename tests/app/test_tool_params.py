@@ -411,3 +411,23 @@ def test_workflows_setting_a_column_as_text_keep_running(stack):
     assert done["state"] == "completed", done["messages"]
     sorted_id = [c for c in api.get(f"/api/histories/{h}/contents").json if c["hid"] == 2][0]["id"]
     assert content(api, sorted_id) == b"b\t10\na\t9\nc\t2\n"
+
+
+def test_same_named_inputs_of_two_conditional_cases_are_told_apart():
+    from app.errors import RequestParameterInvalid
+    from app.tools.checks import DatasetFacts, check_formats
+    from app.tools.models import ToolDefinition
+
+    tool = ToolDefinition.model_validate({
+        "id": "cases", "name": "Cases", "command": "true", "inputs": [{
+            "name": "c", "type": "conditional", "test_param": {"name": "pick", "type": "select", "options": ["a", "b"]},
+            "whens": [{"value": "a", "inputs": [{"name": "x", "type": "data", "format": "tabular"}]},
+                      {"value": "b", "inputs": [{"name": "x", "type": "data", "format": "fasta"}]}]}]})
+    facts = {1: DatasetFacts(1, "tabular", 1, "t"), 2: DatasetFacts(2, "fasta", 2, "f")}
+
+    def job(pick: str, dataset_id: int) -> tuple[dict, dict]:
+        return {"c": {"pick": pick, "x": {"src": "hda", "id": dataset_id}}}, {"c|x": [dataset_id]}
+
+    check_formats(tool.inputs, [job("a", 1), job("b", 2), job("a", 1)], facts)
+    with pytest.raises(RequestParameterInvalid, match="'c\\|x'.*'tabular'.*fasta"):
+        check_formats(tool.inputs, [job("a", 1), job("b", 1)], facts)
