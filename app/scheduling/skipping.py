@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.models import Dataset, DatasetState, HistoryDatasetCollection, Job, JobState, WorkflowInvocationStep
+from app.models import Dataset, HistoryDatasetCollection, Job, JobState, WorkflowInvocationStep
 from app.objectstore import ObjectStore
 from app.scheduling import mapping
 from app.scheduling.values import StepFailure
@@ -37,9 +37,8 @@ if TYPE_CHECKING:
 SKIPPED = "skipped"  # on a step output all of whose datasets are skipped outputs
 SOME_SKIPPED = "skipped_elements"  # on an implicit collection some of whose elements are
 NULL = b"null"
-# A skipped job's outputs, as in Galaxy's set_skipped.
-SKIPPED_OUTPUT = {"state": DatasetState.OK, "extension": "expression.json", "blurb": "skipped", "peek": "null",
-                  "visible": False, "line_count": 1, "file_size": len(NULL), "info": None}
+# A skipped job's outputs, as in Galaxy's set_skipped (create_jobs sets their state, datatype and visibility).
+SKIPPED_DETAILS = {"blurb": "skipped", "peek": "null", "line_count": 1, "file_size": len(NULL)}
 MAX_VALUE_BYTES = 4096  # a condition read from a dataset is a small JSON value
 _CHUNK = 900
 
@@ -194,22 +193,13 @@ def flag(outputs: dict[str, Any], marker: str) -> dict[str, Any]:
     return {name: {**value, marker: True} if value else value for name, value in outputs.items()}
 
 
-def mark_skipped(run: "InvocationRun", jobs: list[Any], flags: list[bool]) -> None:
-    """Skipped jobs just created: state skipped (their RunJob finds nothing to claim), outputs JSON null."""
-    job_ids = [job.id for job, skipped in zip(jobs, flags) if skipped]
-    if not job_ids:
-        return
-    session = run.session
+def write_null_outputs(run: "InvocationRun", jobs: list[Any], flags: list[bool]) -> None:
+    """The outputs of skipped jobs just made (ok, hidden, expression.json): their JSON null file and details."""
     dataset_ids = [o.dataset_id for job, skipped in zip(jobs, flags) if skipped for o in job.outputs]
-    for start in range(0, len(job_ids), _CHUNK):
-        session.execute(sa.update(Job).where(Job.id.in_(job_ids[start : start + _CHUNK]),
-                                             Job.state.in_([JobState.NEW, JobState.QUEUED]))
-                        .values(state=JobState.SKIPPED).execution_options(synchronize_session=False))
-    for start in range(0, len(dataset_ids), _CHUNK):
-        session.execute(sa.update(Dataset).where(Dataset.id.in_(dataset_ids[start : start + _CHUNK]))
-                        .values(**SKIPPED_OUTPUT).execution_options(synchronize_session=False))
+    if not dataset_ids:
+        return
     store = object_store(run)
-    keys = []
+    rows = []
     for dataset_id in dataset_ids:
         key = store.key_for(dataset_id)
         target = store.path(key)
@@ -217,8 +207,8 @@ def mark_skipped(run: "InvocationRun", jobs: list[Any], flags: list[bool]) -> No
         partial = target.with_suffix(".partial")
         partial.write_bytes(NULL)
         os.replace(partial, target)
-        keys.append({"id": dataset_id, "object_key": key})
-    session.execute(sa.update(Dataset), keys)
+        rows.append({"id": dataset_id, "object_key": key, **SKIPPED_DETAILS})
+    run.session.execute(sa.update(Dataset), rows)
 
 
 def object_store(run: "InvocationRun") -> ObjectStore:

@@ -305,7 +305,7 @@ def _create(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep, s
         specs.append(JobSpec(
             user_id=run.invocation.user_id, history_id=run.invocation.history_id, tool=tool, params=params,
             inputs=inputs, invocation_id=run.invocation.id, invocation_step_id=row.id,
-            element_index=first_index + offset, output_visible=visible,
+            element_index=first_index + offset, output_visible=visible, skipped=flags[offset],
         ))
     try:  # a dataset of a format the tool does not take: the step fails, as in Galaxy
         input_checks.check_specs(run.session, tool, [s for s, skip in zip(specs, flags) if not skip])
@@ -313,7 +313,7 @@ def _create(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep, s
         raise StepFailure("unexpected_failure", step=step.order_index,
                           details=f"tool {tool.id!r}: {exc.message}") from None
     jobs = create_jobs(run.session, specs, enqueuer=run.enqueuer)
-    skipping.mark_skipped(run, jobs, flags)
+    skipping.write_null_outputs(run, jobs, flags)
     post_actions.apply_at_creation(run, step, specs, jobs, flags)
     run.jobs_created += len(jobs)
     return jobs

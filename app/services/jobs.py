@@ -30,6 +30,7 @@ from app.tools.outputs import output_format, output_label
 
 _CHUNK = 900
 DELETED_INFO = "Job output deleted by user before job completed."
+SKIPPED_EXTENSION = "expression.json"  # a skipped job's outputs hold JSON null, as in Galaxy
 
 
 @dataclass
@@ -45,6 +46,9 @@ class JobSpec:
     invocation_step_id: int | None = None
     element_index: int | None = None
     output_visible: bool = True
+    # A conditional workflow step's job that never runs: state skipped, no RunJob, outputs
+    # ok and hidden (app.scheduling.skipping writes their JSON null).
+    skipped: bool = False
 
     @property
     def key(self) -> tuple[int, int] | None:
@@ -156,8 +160,8 @@ def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[
     inputs = _input_datasets(session, specs)
     job_rows = [{
         "user_id": s.user_id, "history_id": s.history_id, "tool_id": s.tool.id, "tool_version": s.tool.version,
-        "state": JobState.QUEUED, "params": s.params, "attempts": 0, "invocation_id": s.invocation_id,
-        "invocation_step_id": s.invocation_step_id, "element_index": s.element_index,
+        "state": JobState.SKIPPED if s.skipped else JobState.QUEUED, "params": s.params, "attempts": 0,
+        "invocation_id": s.invocation_id, "invocation_step_id": s.invocation_step_id, "element_index": s.element_index,
         "create_time": now, "update_time": now,
     } for s in specs]
     job_ids = insert_rows(session, Job.__table__, job_rows)
@@ -184,6 +188,8 @@ def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[
                 "deleted": False, "purged": False, "tags": [], "metadata": {},
                 "create_time": now, "update_time": now,
             })
+            if spec.skipped:  # the same keys as every row: the bulk insert takes its columns from the first
+                dataset_rows[-1].update(state=DatasetState.OK, extension=SKIPPED_EXTENSION, visible=False)
             output_rows.append({"job_id": job_id, "dataset_id": None, "name": output.name})
         for name, ids in spec.inputs.items():
             input_rows.extend({"job_id": job_id, "dataset_id": d, "name": name} for d in ids)
@@ -192,7 +198,7 @@ def _insert(session: Session, specs: list[JobSpec], enqueuer: Enqueuer) -> list[
         row["dataset_id"] = dataset_id
     insert_rows(session, JobOutput.__table__, output_rows, returning=False)
     insert_rows(session, JobInput.__table__, input_rows, returning=False)
-    enqueuer.send_many(session, [RunJob(job_id=job_id) for job_id in job_ids])
+    enqueuer.send_many(session, [RunJob(job_id=job_id) for spec, job_id in zip(specs, job_ids) if not spec.skipped])
 
     links = iter(output_rows)
     return [CreatedJob(job_id, row["user_id"], row["history_id"], row["tool_id"], row["tool_version"], row["state"],
