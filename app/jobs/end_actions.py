@@ -3,8 +3,9 @@
 Galaxy runs the actions that are not "immediate" at the end of the job, and hides nothing
 of a job that failed (its error stays in sight). A changed datatype was set when the job
 was made; it is set again here because the runner records the format it measured. The
-actions of a step never change, so they are read once per process for each invocation
-step (a 10,000-element map-over costs one read, not one per job).
+actions of a step never change, so they are read once per process for each invocation (a
+10,000-element map-over costs one read, not one per job, and a workflow without such
+actions no query per job at all).
 """
 
 from __future__ import annotations
@@ -16,43 +17,43 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.models import Dataset, Job, WorkflowInvocationStep, WorkflowStep
+from app.models import Dataset, Job, StepType, WorkflowInvocationStep, WorkflowStep
 from app.workflows.actions import StepActions
 
 CACHE_SIZE = 1024
 
 
-class _StepActionsCache:
-    """A thread-safe LRU of the end actions of invocation steps (None: the step has none)."""
+class _InvocationActionsCache:
+    """A thread-safe LRU: per invocation, its steps' end actions by invocation step id."""
 
     def __init__(self, size: int):
         self.size = size
-        self.items: OrderedDict[tuple[str, int], StepActions | None] = OrderedDict()
+        self.items: OrderedDict[tuple[str, int], dict[int, StepActions]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> tuple[bool, StepActions | None]:
+    def get(self, key: tuple[str, int]) -> dict[int, StepActions] | None:
         with self.lock:
-            if key not in self.items:
-                return False, None
-            self.items.move_to_end(key)
-            return True, self.items[key]
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
 
-    def put(self, key: tuple[str, int], value: StepActions | None) -> None:
+    def put(self, key: tuple[str, int], value: dict[int, StepActions]) -> None:
         with self.lock:
             self.items[key] = value
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
 
 
-_cache = _StepActionsCache(CACHE_SIZE)
+_cache = _InvocationActionsCache(CACHE_SIZE)
 
 
-def apply_at_job_end(session: Session, job_id: int, outputs: Iterable[tuple[str, int]]) -> None:
+def apply_at_job_end(session: Session, job_id: int, invocation_id: int, outputs: Iterable[tuple[str, int]]) -> None:
     """Hide and retype the outputs ((name, dataset id) pairs) of a workflow job that ended ok."""
-    step_id = session.scalar(sa.select(Job.invocation_step_id).where(Job.id == job_id))
-    if step_id is None:
+    by_step = _end_actions(session, invocation_id)
+    if not by_step:  # the usual case: no query at all
         return
-    actions = _end_actions(session, step_id)
+    actions = by_step.get(session.scalar(sa.select(Job.invocation_step_id).where(Job.id == job_id)))
     if actions is None:
         return
     groups: dict[tuple, list[int]] = {}
@@ -65,17 +66,17 @@ def apply_at_job_end(session: Session, job_id: int, outputs: Iterable[tuple[str,
                         .execution_options(synchronize_session=False))
 
 
-def _end_actions(session: Session, invocation_step_id: int) -> StepActions | None:
-    key = (str(session.get_bind().engine.url), invocation_step_id)  # a connection or an engine
-    found, actions = _cache.get(key)
-    if found:
-        return actions
-    post_job_actions = session.scalar(
-        sa.select(WorkflowStep.post_job_actions)
-        .join(WorkflowInvocationStep, WorkflowInvocationStep.workflow_step_id == WorkflowStep.id)
-        .where(WorkflowInvocationStep.id == invocation_step_id)
+def _end_actions(session: Session, invocation_id: int) -> dict[int, StepActions]:
+    """The invocation's steps that have end actions, read once per process."""
+    key = (str(session.get_bind().engine.url), invocation_id)  # bound to a connection or an engine
+    found = _cache.get(key)
+    if found is not None:
+        return found
+    rows = session.execute(
+        sa.select(WorkflowInvocationStep.id, WorkflowStep.post_job_actions)
+        .join(WorkflowStep, WorkflowStep.id == WorkflowInvocationStep.workflow_step_id)
+        .where(WorkflowInvocationStep.invocation_id == invocation_id, WorkflowStep.type == StepType.TOOL)
     )
-    actions = StepActions(post_job_actions or {})
-    actions = actions if actions.at_end else None
-    _cache.put(key, actions)
-    return actions
+    by_step = {step_id: actions for step_id, pjas in rows if (actions := StepActions(pjas or {})).at_end}
+    _cache.put(key, by_step)
+    return by_step

@@ -297,7 +297,7 @@ def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool:
             if failure is None:
                 session.execute(OUTPUT_OK, rows)
                 if claimed.invocation_id is not None:  # a workflow step's post-job actions (hide, datatype)
-                    end_actions.apply_at_job_end(session, claimed.job_id, claimed.outputs)
+                    end_actions.apply_at_job_end(session, claimed.job_id, claimed.invocation_id, claimed.outputs)
             else:
                 _error_outputs(session, claimed.job_id, failure)
             _after_end(session, services, claimed.invocation_id, [d for _, d in claimed.outputs])
