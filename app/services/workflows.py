@@ -209,7 +209,7 @@ def show_view(session: Session, stored: StoredWorkflow, workflow: Workflow, ids:
     for s in plan.steps:
         entry: dict[str, Any] = {
             "id": key(s), "type": s.type, "label": s.label, "annotation": None,
-            "tool_id": s.tool_id, "tool_version": s.tool_version, "tool_inputs": s.tool_state,
+            "tool_id": s.tool_id, "tool_version": s.tool_version, "tool_inputs": s.tool_state, "when": s.when,
             "input_steps": {
                 c.input_name: {"source_step": key(plan.step(c.source_index)), "step_output": c.output_name}
                 for c in s.connections

@@ -104,6 +104,10 @@ def test_native_when_input_and_negation(stack):
     _skipped_output(stack, api, skipped["outputs"]["gated output"]["id"])
     exported = api.get(f"/api/workflows/{wid}/download?style=ga").json
     assert exported["steps"]["2"]["when"] == "$(!inputs.when)"
+    assert api.get(f"/api/workflows/{wid}").json["steps"]["2"]["when"] == "$(!inputs.when)"
+    format2 = api.get(f"/api/workflows/{wid}/download?style=format2").json
+    again = api.get(f"/api/workflows/{import_workflow(api, format2)['id']}").json
+    assert [step["when"] for step in again["steps"].values() if step["type"] == "tool"] == ["$(!inputs.when)"]
 
 
 def test_comparison_with_a_literal(stack):
