@@ -25,8 +25,7 @@ class IdEncoder:
         ]
 
     def _round(self, i: int, half: int) -> int:
-        digest = hmac.new(self._keys[i], half.to_bytes(4, "big"), hashlib.sha256).digest()
-        return int.from_bytes(digest[:4], "big")
+        return int.from_bytes(hmac.digest(self._keys[i], half.to_bytes(4, "big"), "sha256")[:4], "big")
 
     def encode(self, value: int) -> str:
         """The opaque id of a database integer."""
