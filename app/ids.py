@@ -7,6 +7,7 @@ gives a number that simply does not exist (or fails the range check).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -23,6 +24,8 @@ class IdEncoder:
         self._keys = [
             hashlib.sha256(f"{secret}:{i}".encode()).digest() for i in range(_ROUNDS)
         ]
+        # A response repeats the same few ids (history, user) thousands of times.
+        self.encode = functools.lru_cache(maxsize=65_536)(self.encode)  # type: ignore[method-assign]
 
     def _round(self, i: int, half: int) -> int:
         return int.from_bytes(hmac.digest(self._keys[i], half.to_bytes(4, "big"), "sha256")[:4], "big")

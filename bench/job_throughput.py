@@ -3,8 +3,8 @@
     .venv/bin/python bench/job_throughput.py [--jobs 1000] [--rounds 3] [--backend rabbitmq-pg]
 
 Real processes in the default layout: the web app in this process (Flask, through its
-test client: the same code as under gunicorn, without HTTP), one worker pool started as
-``python -m workers.run worker --processes 2 --threads 8`` after ``python -m app.cli db
+test client: the same code as under gunicorn, without HTTP), one worker pool in ``manage``'s default layout,
+``python -m workers.run worker --processes 2 --threads 4``, after ``python -m app.cli db
 upgrade``, on PostgreSQL + RabbitMQ (or ``sql-pg`` / ``sql-sqlite`` for the embedded broker).
 The N inputs are uploaded once through the fetch API into a list; each round POSTs the
 map-over and waits until all N jobs are ok. In the same run, each round also runs the same
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=["rabbitmq-pg", "sql-pg", "sql-sqlite"], default="rabbitmq-pg")
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=4, help="threads per process (manage's default: 4)")
     args = parser.parse_args()
     prefix, db_name = f"jobbench{uuid.uuid4().hex[:6]}.", f"nebula_jobbench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:

@@ -241,7 +241,7 @@ def _execute(services: Services, conn: Connection | None, claimed: Claimed) -> s
                              memory_mb=resources.memory_mb, output_ids=[d for _, d in claimed.outputs])
         return _finish(services, conn, claimed, tool, command.script, result, outputs)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_directory(workdir)
 
 
 def _fresh_directory(workdir: Path) -> None:
@@ -253,6 +253,14 @@ def _fresh_directory(workdir: Path) -> None:
         os.mkdir(workdir)
     except FileNotFoundError:
         workdir.mkdir(parents=True)
+
+
+def _remove_directory(workdir: Path) -> None:
+    """Remove a job's working directory (mostly empty by now: its outputs were moved out)."""
+    try:
+        os.rmdir(workdir)
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _stored_path(store: ObjectStore, dataset_id: int, key: str) -> Path:
