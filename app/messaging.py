@@ -243,6 +243,28 @@ class Enqueuer:
         self.send_messages(session, messages, delay_ms=delay_ms)
         return [m["message_id"] for m in messages]
 
+    def send_now(self, requests: list[TaskRequest]) -> None:
+        """Send untracked requests that have no transaction to join, at once.
+
+        For wake-ups after a change already committed on its own (a job's end on the
+        PostgreSQL fast path): published straight to RabbitMQ, through the outbox only when
+        the broker cannot take them; on the embedded broker one INSERT. A process dying
+        between that change and this call loses the wake-up, so only send here what a
+        periodic check also finds (beat's scheduling sweep, a waiting job's own retry).
+        """
+        if not requests:
+            return
+        messages = [self.message(request).asdict() for request in requests]
+        if self.publisher is not None and not self.settings.uses_embedded_broker:
+            try:
+                self.publisher.publish_many([(message, 0) for message in messages])
+                return
+            except Exception:  # noqa: BLE001 - the broker is down: the outbox keeps them
+                log.warning("broker unavailable; %d wake-up(s) go to the outbox", len(messages), exc_info=True)
+        with Session(self.engine) as session:
+            self.send_messages(session, messages)
+            session.commit()
+
     def send_pipeline(
         self, session: Session, requests: list[TaskRequest], *, on_error: TaskRequest | None = None
     ) -> str:

@@ -163,19 +163,30 @@ class Bench(ApiBench):
         return state, sum(by_state.values()), by_state
 
     def follow_creation(self, invocation: str, started: float, jobs: int, timeout: float = 300) -> dict[str, float]:
-        """Seconds from ``started`` until all jobs exist and until the invocation is scheduled."""
+        """Seconds from ``started`` until all jobs exist and until the invocation is scheduled.
+
+        Polled with one cheap query, every 5 ms for small invocations and every 20 ms for
+        large ones: counting 10,000 jobs every 5 ms would itself take much of a core from
+        the database being measured.
+        """
         marks: dict[str, float] = {}
+        invocation_id = self.ids.decode(invocation)
+        query = sa.select(WorkflowInvocation.state, sa.select(sa.func.count()).select_from(Job)
+                          .where(Job.invocation_id == invocation_id).scalar_subquery()
+                          ).where(WorkflowInvocation.id == invocation_id)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state, count, _ = self.counts(invocation)
-            now = time.perf_counter() - started
-            if count >= jobs:
-                marks.setdefault("jobs", now)
-            if state in ("scheduled", "completed"):
-                marks.setdefault("scheduled", now)
-            if len(marks) == 2:
-                return marks
-            time.sleep(0.005)
+        with self.engine.connect() as conn:
+            while time.monotonic() < deadline:
+                state, count = conn.execute(query).one()
+                conn.rollback()
+                now = time.perf_counter() - started
+                if count >= jobs:
+                    marks.setdefault("jobs", now)
+                if state in ("scheduled", "completed"):
+                    marks.setdefault("scheduled", now)
+                if len(marks) == 2:
+                    return marks
+                time.sleep(0.005 if jobs <= 1000 else 0.02)
         raise TimeoutError(f"invocation {invocation}: jobs not created after {timeout} s: {self.counts(invocation)}")
 
     def follow(self, invocation: str, started: float, jobs: int, timeout: float = 900) -> dict[str, float]:

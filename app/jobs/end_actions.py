@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Dataset, Job, StepType, WorkflowInvocationStep, WorkflowStep
 from app.workflows.actions import StepActions
@@ -64,6 +64,16 @@ def apply_at_job_end(session: Session, job_id: int, invocation_id: int, outputs:
     for columns, dataset_ids in groups.items():
         session.execute(sa.update(Dataset).where(Dataset.id.in_(dataset_ids)).values(**dict(columns))
                         .execution_options(synchronize_session=False))
+
+
+def any_at_end(session_factory: sessionmaker[Session], invocation_id: int) -> bool:
+    """Whether jobs of this invocation have actions to apply when they end (read once per process)."""
+    key = (str(session_factory.kw["bind"].url), invocation_id)
+    found = _cache.get(key)
+    if found is None:
+        with session_factory() as session:
+            found = _end_actions(session, invocation_id)
+    return bool(found)
 
 
 def _end_actions(session: Session, invocation_id: int) -> dict[int, StepActions]:

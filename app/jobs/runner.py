@@ -288,13 +288,16 @@ def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool:
               "code": result.exit_code, "script": script, "out": result.stdout, "err": result.stderr,
               "why": failure, "now": now}
     fast = _fast_connections(services)
-    if fast is not None and claimed.invocation_id is None:
+    if fast is not None and not (failure is None and claimed.invocation_id is not None
+                                 and end_actions.any_at_end(services.session_factory, claimed.invocation_id)):
         done, waiting = pgfast.finish(fast, params, rows)
         if done:
-            if waiting:
-                with services.session_factory.begin() as session:
-                    for waiting_id in waiting:
-                        services.enqueuer.send(session, RunJob(job_id=waiting_id))
+            # Committed already: the wake-ups go out on their own. Lost with this process at
+            # worst, they are made up for by the waiting jobs' own retries and beat's sweep.
+            wake: list[Any] = [RunJob(job_id=waiting_id) for waiting_id in waiting]
+            if claimed.invocation_id is not None:
+                wake.append(AdvanceInvocation(invocation_id=claimed.invocation_id))
+            services.enqueuer.send_now(wake)
             return state
         with services.session_factory.begin() as session:
             return _lost(session, services, claimed)

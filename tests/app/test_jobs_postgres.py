@@ -104,3 +104,24 @@ def runner_outcome(stack, job_id: str) -> str:
     from app.jobs import runner
 
     return runner.run_job(stack.runtime.services, stack.services.ids.decode(job_id))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("scenario", [
+    "test_chain_runs_step_by_step",
+    "test_map_over_list_makes_implicit_collection",
+    "test_failed_job_fails_dependents_and_says_why",
+])
+def test_workflow_jobs_end_on_the_fast_path_and_wake_their_invocation(pg_stack, scenario):
+    """A workflow job's end is one autocommit statement on PostgreSQL; its invocation still hears of it."""
+    from tests.app import test_invocations
+
+    getattr(test_invocations, scenario)(pg_stack)
+
+
+@pytest.mark.postgres
+def test_workflow_jobs_with_end_actions_take_the_general_path(pg_stack):
+    """Hide and change-datatype actions apply in the job's own end transaction on PostgreSQL too."""
+    from tests.app import test_workflow_actions
+
+    test_workflow_actions.test_rename_tag_retype_and_hide_on_a_plain_step(pg_stack)
