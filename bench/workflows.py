@@ -6,7 +6,7 @@
 
 Layout: the web app in this process (Flask through its test client: the app's own code
 path, without HTTP), one scheduler pool (``python -m workers.run scheduler``) and one worker
-pool (``python -m workers.run worker --processes 2 --threads 8``). Input datasets are
+pool in ``manage``'s default layout (``python -m workers.run worker --processes 2 --threads 4``). Input datasets are
 written straight into the object store and the database (small text files), then put
 into lists; everything else goes through the API.
 
@@ -296,6 +296,7 @@ def main() -> None:
     parser.add_argument("--kill", action="store_true", help="also the scheduler SIGKILL test (10,000 elements)")
     parser.add_argument("--backend", choices=["rabbitmq-pg", "sql-pg", "sql-sqlite"], default="rabbitmq-pg")
     parser.add_argument("--scheduler-threads", type=int, default=4)
+    parser.add_argument("--worker-threads", type=int, default=4, help="threads per job worker process (manage's default: 4)")
     parser.add_argument("--nice-workers", type=int, default=0,
                         help="run the job workers at this nice level (scheduling before bulk job execution)")
     args = parser.parse_args()
@@ -308,7 +309,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         scheduler = Pool("scheduler", env, Path(tmp) / "scheduler.log", "--processes", "1",
                          "--threads", str(args.scheduler_threads))
-        workers = Pool("worker", env, Path(tmp) / "workers.log", "--processes", "2", "--threads", "8",
+        workers = Pool("worker", env, Path(tmp) / "workers.log", "--processes", "2", "--threads", str(args.worker_threads),
                        nice=args.nice_workers)
         try:
             bench = Bench(settings)
