@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     job_output_cap: int = Field(
         64 * 1024, description="Bytes of a job's stdout and stderr kept in the database.", gt=0
     )
+    job_wakeup_window: float = Field(
+        0.1, description="A workflow job's end wakes its invocation at once, and further ends in "
+        "the same worker process within this many seconds are gathered into one wake-up (0: one "
+        "per job).", ge=0
+    )
     maximum_workflow_jobs_per_scheduling_iteration: int = Field(
         1000, description="At most this many jobs are created per scheduling iteration.", gt=0
     )

@@ -24,6 +24,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +39,7 @@ from app.jobs.statements import CLAIM, DATASETS, FINISH, OUTPUT_OK, TAKE_OVER, W
 from app.jobs.context import InputDataset, build_context, collection_structures
 from app.jobs.execution import PATH, Execution, job_environment, run_command
 from app.jobs.outputs import measure, store_output
+from app.jobs.wakeups import InvocationWakeups
 from app.models import Dataset, DatasetState, Job, JobOutput, JobState
 from app.models.base import utcnow
 from app.objectstore import ObjectStore
@@ -62,6 +64,7 @@ class _Helpers:
     services: weakref.ref
     monitor: monitoring.JobMonitor
     fast: pgfast.ThreadConnections | None
+    wakeups: InvocationWakeups
 
 
 _helpers: dict[int, _Helpers] = {}
@@ -78,8 +81,18 @@ def _helpers_for(services: Services) -> _Helpers:
                 postgres = services.engine.dialect.name == "postgresql"
                 entry = _helpers[id(services)] = _Helpers(
                     weakref.ref(services), monitoring.JobMonitor(services.session_factory),
-                    pgfast.ThreadConnections(services.engine) if postgres else None)
+                    pgfast.ThreadConnections(services.engine) if postgres else None,
+                    InvocationWakeups(_advance_sender(weakref.ref(services)), services.settings.job_wakeup_window))
     return entry
+
+
+def _advance_sender(services: weakref.ref) -> Callable[[list[int]], None]:
+    """Sends AdvanceInvocation for invocation ids (nothing once the services are gone)."""
+    def send(invocation_ids: list[int]) -> None:
+        live = services()
+        if live is not None:
+            live.enqueuer.send_now([AdvanceInvocation(invocation_id=i) for i in invocation_ids])
+    return send
 
 
 def monitor_for(services: Services) -> monitoring.JobMonitor:
@@ -294,10 +307,9 @@ def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool:
         if done:
             # Committed already: the wake-ups go out on their own. Lost with this process at
             # worst, they are made up for by the waiting jobs' own retries and beat's sweep.
-            wake: list[Any] = [RunJob(job_id=waiting_id) for waiting_id in waiting]
+            services.enqueuer.send_now([RunJob(job_id=waiting_id) for waiting_id in waiting])
             if claimed.invocation_id is not None:
-                wake.append(AdvanceInvocation(invocation_id=claimed.invocation_id))
-            services.enqueuer.send_now(wake)
+                _helpers_for(services).wakeups.wake(claimed.invocation_id)
             return state
         with services.session_factory.begin() as session:
             return _lost(session, services, claimed)

@@ -70,7 +70,8 @@ def pg_stack(pg_url, data_dir, tmp_path):
     """The app and real actors on a stub broker, on PostgreSQL (the runner's fast path)."""
     from tests.app.test_tools import build_stack
 
-    yield from build_stack(data_dir, tmp_path, database_url=pg_url)
+    # Wake-ups one per job: a gathered one would leave after the stub broker was drained.
+    yield from build_stack(data_dir, tmp_path, database_url=pg_url, job_wakeup_window=0)
 
 
 @pytest.mark.postgres
