@@ -19,6 +19,9 @@ def run(ctx: RequestContext, history: History, body: Any) -> dict[str, Any]:
         ctx.session, user=ctx.user, history=history, tool=tool, inputs=body.inputs,
         enqueuer=ctx.services.enqueuer, decode=ctx.ids.decode,
     )
+    # Committed (and the jobs' messages published) before the answer is built: for a large
+    # map-over the workers are already running jobs while thousands of views are made.
+    ctx.commit()
     outputs = []
     for name, dataset in result.outputs:
         view = dataset_view(dataset, ctx.ids).model_dump(mode="json")
