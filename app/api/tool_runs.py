@@ -23,7 +23,7 @@ def run(ctx: RequestContext, history: History, body: Any) -> dict[str, Any]:
     # map-over the workers are already running jobs while thousands of views are made.
     ctx.commit()
     outputs = []
-    for name, dataset in result.outputs:
+    for name, dataset in tool_runs.output_datasets(ctx.session, result.jobs):
         view = dataset_view(dataset, ctx.ids).model_dump(mode="json")
         view["output_name"] = name
         outputs.append(view)

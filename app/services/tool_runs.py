@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from app.errors import NotFound, RequestParameterInvalid
 from app.messaging import Enqueuer
-from app.models import Dataset, History, HistoryDatasetCollection, Job, User
+from app.models import Dataset, History, HistoryDatasetCollection, User
 from app.services import collections, input_checks, uploads
-from app.services.jobs import JobSpec, create_jobs
+from app.services.jobs import CreatedJob, JobSpec, create_jobs
 from app.tools.loader import Tool
 from app.tools.batches import Batch, expand_batches
 from app.tools.params import CollectionRef, ElementRef, data_refs, validate_inputs
@@ -106,8 +106,7 @@ def job_inputs(tool: Tool, params: dict[str, Any], resolver: Any) -> dict[str, l
 class ToolRun:
     """What a tool request created."""
 
-    jobs: list[Job]
-    outputs: list[tuple[str, Dataset]] = field(default_factory=list)
+    jobs: list[CreatedJob]
     implicit_collections: list[HistoryDatasetCollection] = field(default_factory=list)
 
 
@@ -133,14 +132,14 @@ def run_tool(
              for job_params in per_job]
     input_checks.check_specs(session, tool, specs)
     jobs = create_jobs(session, specs, enqueuer=enqueuer)
-    run = ToolRun(jobs=jobs, outputs=_outputs(session, jobs))
+    run = ToolRun(jobs=jobs)
     if mapped is not None:
         run.implicit_collections = _implicit_collections(session, user, history, tool, mapped, jobs)
     return run
 
 
-def _outputs(session: Session, jobs: list[Job]) -> list[tuple[str, Dataset]]:
-    """(output name, dataset) of every job, in job order."""
+def output_datasets(session: Session, jobs: list[CreatedJob]) -> list[tuple[str, Dataset]]:
+    """(output name, dataset) of every job, in job order (for the answer, read after the commit)."""
     links = [(o.name, o.dataset_id) for job in jobs for o in job.outputs]
     ids = [d for _, d in links]
     found: dict[int, Dataset] = {}
@@ -150,7 +149,7 @@ def _outputs(session: Session, jobs: list[Job]) -> list[tuple[str, Dataset]]:
 
 
 def _implicit_collections(session: Session, user: User, history: History, tool: Tool, mapped: Batch,
-                          jobs: list[Job]) -> list[HistoryDatasetCollection]:
+                          jobs: list[CreatedJob]) -> list[HistoryDatasetCollection]:
     """One collection per tool output, shaped like the mapped collection, gathering the jobs' outputs."""
     paths = [s.path for s in mapped.slices]
     source = mapped.source
