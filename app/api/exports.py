@@ -334,7 +334,8 @@ def prepare_invocation_download(invocation_id: str, body: InvocationExportPayloa
     try:
         task_id = send_tracked_export(ctx, PrepareInvocationArchive(
             storage_request_id=meta.request_id, invocation_id=invocation.id,
-            model_store_format=fmt_name if fmt_name != "tgz" else "tar.gz", include_files=body.include_files))
+            model_store_format=fmt_name if fmt_name != "tgz" else "tar.gz", include_files=body.include_files,
+            include_hidden=body.include_hidden, include_deleted=body.include_deleted))
         sts.attach_task(meta.request_id, task_id)
     except BaseException:
         shutil.rmtree(sts.directory(meta.request_id), ignore_errors=True)

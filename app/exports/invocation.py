@@ -8,6 +8,9 @@ Formats: ``zip``, ``tar.gz`` (and ``tar``) hold
   the archive path and sha256 of its file, and the jobs it ran;
 - ``datasets/…`` — the files of the input and output datasets (``include_files``).
 
+Hidden and deleted datasets and collections are left out unless ``include_hidden`` /
+``include_deleted`` ask for them, as in a history archive.
+
 ``rocrate.zip`` is an RO-Crate (Workflow Run Crate style) built with the ``rocrate``
 library: the workflow as the main ComputationalWorkflow, the datasets as Files, and a
 CreateAction for the invocation with its inputs as ``object`` and outputs as ``result``.
@@ -31,7 +34,7 @@ from app.exports.archive import FORMATS as ARCHIVE_FORMATS
 from app.exports.archive import ArchiveFormat, open_writer
 from app.exports.errors import ExportError
 from app.exports.history import NoProgress, ProgressReporter, fill_request
-from app.exports.manifest import _collection_dataset_ids, _json_default, _slug
+from app.exports.manifest import ExportOptions, _collection_dataset_ids, _json_default, _slug, _visible_filter
 from app.ids import IdEncoder
 from app.models import Dataset, Job
 from app.models.collections import DatasetCollectionElement, HistoryDatasetCollection
@@ -65,8 +68,13 @@ def _refs(values: Any) -> list[tuple[str, int]]:
     return found
 
 
-def select_invocation(session: Session, invocation, *, include_files: bool) -> InvocationSelection:
-    """The datasets and collections an invocation read and wrote (sub-invocations included)."""
+def select_invocation(session: Session, invocation, options: ExportOptions) -> InvocationSelection:
+    """The datasets and collections an invocation read and wrote (sub-invocations included).
+
+    Hidden or deleted datasets and collections are left out unless ``options`` include
+    them, as in a history archive; the datasets inside an exported collection always go
+    in (a mapped-over step's elements are hidden, yet part of its visible collection).
+    """
     from app.models import WorkflowInvocation, WorkflowInvocationStep
     from app.services.invocations import descendant_ids
 
@@ -82,11 +90,13 @@ def select_invocation(session: Session, invocation, *, include_files: bool) -> I
         target = selection.roles if src == "hda" else selection.collections
         if target.get(row_id) != "input":
             target[row_id] = role
+    selection.roles = _kept(session, Dataset, selection.roles, options)
+    selection.collections = _kept(session, HistoryDatasetCollection, selection.collections, options)
     for hdca_id, role in list(selection.collections.items()):
         for dataset_id in _collection_dataset_ids(session, [hdca_id]):
             if selection.roles.get(dataset_id) != "input":
                 selection.roles[dataset_id] = role
-    if include_files:
+    if options.include_files:
         ids = sorted(selection.roles)
         for start in range(0, len(ids), _CHUNK):
             for row in session.execute(
@@ -102,15 +112,29 @@ def select_invocation(session: Session, invocation, *, include_files: bool) -> I
     return selection
 
 
+def _kept(session: Session, model, roles: dict[int, str], options: ExportOptions) -> dict[int, str]:
+    """The rows of ``roles`` that the export options let in (the history archive's filter)."""
+    where = _visible_filter(model, options)
+    if not where:
+        return roles
+    ids = sorted(roles)
+    kept: set[int] = set()
+    for start in range(0, len(ids), _CHUNK):
+        kept.update(session.scalars(sa.select(model.id).where(model.id.in_(ids[start : start + _CHUNK]), *where)))
+    return {row_id: role for row_id, role in roles.items() if row_id in kept}
+
+
 def prepare_invocation_archive(session: Session, sts: ShortTermStorage, store: ObjectStore, ids: IdEncoder, *,
                                storage_request_id: str, invocation_id: int, model_store_format: str,
-                               include_files: bool = True, progress: ProgressReporter | None = None) -> dict[str, Any]:
+                               options: ExportOptions | None = None,
+                               progress: ProgressReporter | None = None) -> dict[str, Any]:
     """Write an invocation archive into a short-term storage request; return a summary."""
     from app.models import StoredWorkflow, Workflow, WorkflowInvocation
     from app.workflows.export import export_ga
     from app.workflows.invocation_views import invocation_view
 
     progress = progress or NoProgress()
+    options = options or ExportOptions()
 
     def work(meta) -> dict[str, Any]:
         fmt = FORMATS.get(model_store_format)
@@ -123,13 +147,14 @@ def prepare_invocation_archive(session: Session, sts: ShortTermStorage, store: O
         stored = session.get(StoredWorkflow, invocation.stored_workflow_id) if invocation.stored_workflow_id else None
         workflow_ga = export_ga(workflow, stored)
         view = invocation_view(session, invocation, ids, step_details=True)
-        selection = select_invocation(session, invocation, include_files=include_files)
+        selection = select_invocation(session, invocation, options)
         head = {
             "format": FORMAT, "version": 1, "created": dt.datetime.now(dt.UTC).isoformat(),
             "workflow": {"name": workflow_ga.get("name"), "uuid": workflow.uuid, "version": workflow.version,
                          "path": "workflow.ga"},
             "invocation": view,
             "parameters": invocation.parameters or {},
+            "options": options.__dict__,
         }
         session.commit()
         with sts.writing(storage_request_id) as partial:

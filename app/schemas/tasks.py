@@ -115,6 +115,8 @@ class PrepareInvocationArchive(TaskRequest):
     invocation_id: int
     model_store_format: str = "zip"
     include_files: bool = True
+    include_hidden: bool = False
+    include_deleted: bool = False
 
 
 class PrepareInvocationPdf(TaskRequest):

@@ -42,8 +42,9 @@ def finished(stack):
     return api, invoked.json["id"]
 
 
-def _prepare(stack, api, invocation_id: str, fmt: str) -> bytes:
-    response = api.post(f"/api/invocations/{invocation_id}/prepare_store_download", json={"model_store_format": fmt})
+def _prepare(stack, api, invocation_id: str, fmt: str, **flags) -> bytes:
+    response = api.post(f"/api/invocations/{invocation_id}/prepare_store_download",
+                        json={"model_store_format": fmt, **flags})
     assert response.status_code == 200, response.json
     stack.drain()
     request_id = response.json["storage_request_id"]
@@ -69,6 +70,72 @@ def test_zip_archive_holds_workflow_invocation_inputs_and_outputs(stack, finishe
     assert {d["role"] for d in record["datasets"]} == {"input", "output"}
     assert files["input"] == b"hello\n"
     assert len(record["jobs"]) == 2 and {j["tool_id"] for j in record["jobs"]} == {"cat1"}
+
+
+def _archived(stack, api, invocation_id: str, **flags) -> tuple[dict, dict[str, bytes]]:
+    """The invocation.json of a zip archive and the files of its datasets, by dataset id."""
+    with zipfile.ZipFile(io.BytesIO(_prepare(stack, api, invocation_id, "zip", **flags))) as zf:
+        record = json.loads(zf.read("invocation.json"))
+        files = {d["id"]: zf.read(d["file"]["path"]) for d in record["datasets"] if d["file"]}
+    return record, files
+
+
+@pytest.mark.parametrize("include_hidden, include_deleted", [(False, False), (True, False), (False, True), (True, True)])
+def test_hidden_and_deleted_outputs_follow_the_flags(stack, finished, include_hidden, include_deleted):
+    api, invocation_id = finished
+    shown = api.get(f"/api/invocations/{invocation_id}").json
+    history_id = shown["history_id"]
+    first, last = (shown["steps"][i]["outputs"]["out_file1"]["id"] for i in (1, 2))
+    (input_id,) = [v["id"] for v in shown["inputs"].values()]
+    assert api.put(f"/api/histories/{history_id}/contents/{first}", json={"visible": False}).status_code == 200
+    assert api.delete(f"/api/histories/{history_id}/contents/{last}").status_code == 200
+    record, files = _archived(stack, api, invocation_id, include_hidden=include_hidden,
+                              include_deleted=include_deleted)
+    expected = {input_id} | ({first} if include_hidden else set()) | ({last} if include_deleted else set())
+    assert {d["id"] for d in record["datasets"]} == expected
+    assert set(files) == expected and files[input_id] == b"hello\n"
+    assert record["options"] == {"include_files": True, "include_hidden": include_hidden,
+                                 "include_deleted": include_deleted}
+    assert len(record["jobs"]) == 2  # the provenance stays whole
+
+
+MAP_OVER = {
+    "class": "GalaxyWorkflow",
+    "label": "Cat each",
+    "inputs": {"the_list": {"type": "data_collection", "collection_type": "list"}},
+    "outputs": {"done": {"outputSource": "cat_each/out_file1"}},
+    "steps": {"cat_each": {"tool_id": "cat1", "in": {"input1": "the_list"}}},
+}
+
+
+def test_a_mapped_over_steps_hidden_elements_go_in_with_their_collection(stack):
+    from tests.app.test_invocations import history, invoke, make_list, settle
+
+    api = stack.client(stack.user_key("alice"))
+    workflow = api.post("/api/workflows/upload", json={"workflow": MAP_OVER})
+    assert workflow.status_code == 200, workflow.json
+    history_id = history(api)
+    the_list = make_list(stack, api, history_id, ["one", "two"])
+    invocation = invoke(api, workflow.json["id"], {"the_list": {"src": "hdca", "id": the_list}},
+                        history_id=history_id)
+    done = settle(stack, api, invocation["id"])
+    assert done["state"] == "completed", done["messages"]
+    made = done["output_collections"]["done"]["id"]
+    elements = [e["object"]["id"] for e in api.get(f"/api/dataset_collections/{made}").json["elements"]]
+    assert all(api.get(f"/api/datasets/{e}").json["visible"] is False for e in elements)
+
+    record, files = _archived(stack, api, invocation["id"])
+    assert {c["id"] for c in record["collections"]} == {the_list, made}
+    assert set(elements) <= set(files) and sorted(files[e] for e in elements) == [b"one\n", b"two\n"]
+    assert {d["id"]: d["role"] for d in record["datasets"]}[elements[0]] == "output"
+
+    hidden = api.put(f"/api/histories/{history_id}/contents/dataset_collections/{made}", json={"visible": False})
+    assert hidden.status_code == 200, hidden.json
+    record, files = _archived(stack, api, invocation["id"])
+    assert {c["id"] for c in record["collections"]} == {the_list}
+    assert not set(elements) & {d["id"] for d in record["datasets"]}
+    record, files = _archived(stack, api, invocation["id"], include_hidden=True)
+    assert {c["id"] for c in record["collections"]} == {the_list, made} and set(elements) <= set(files)
 
 
 def test_tar_gz_archive(stack, finished):

@@ -66,7 +66,8 @@ def prepare_invocation_archive(request: PrepareInvocationArchive, session: Sessi
     return invocation_export.prepare_invocation_archive(
         session, ShortTermStorage.from_settings(services.settings), store, services.ids,
         storage_request_id=request.storage_request_id, invocation_id=request.invocation_id,
-        model_store_format=request.model_store_format, include_files=request.include_files, progress=progress)
+        model_store_format=request.model_store_format, progress=progress,
+        options=ExportOptions(request.include_files, request.include_hidden, request.include_deleted))
 
 
 @task(queue="exports", action="prepare_invocation_pdf", tracked=True, time_limit=EXPORT_TIME_LIMIT_MS,
