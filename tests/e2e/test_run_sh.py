@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e import scenarios
+
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "e2e-bootstrap-key"
 
@@ -128,9 +130,20 @@ def scenario(base: str) -> None:
     assert bad.status_code == 400 and "err_msg" in bad.json()
 
 
+def _issue_scenarios(base: str, map_size: int) -> None:
+    """Tools, jobs and workflows as their issues check them, as a user of the running server."""
+    admin = Api(base, KEY)
+    user = admin.call("POST", "/api/users", json={"username": "carol", "email": "carol@example.org"}).json()
+    carol = Api(base, admin.call("POST", f"/api/users/{user['id']}/api_key").json())
+    history = carol.call("POST", "/api/histories", json={"name": "issues"}).json()["id"]
+    scenarios.tools_scenario(carol, history)
+    scenarios.workflows_scenario(carol, history, map_size=map_size)
+
+
 def test_run_sh_embedded_default(tmp_path):
     with running_nebula(tmp_path) as (base, env, data_dir):
         scenario(base)
+        _issue_scenarios(base, map_size=300)
         status = subprocess.run([str(ROOT / ".venv/bin/manage"), "status"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=60)
         for service in ("web", "worker", "scheduler", "beat"):
@@ -144,4 +157,5 @@ def test_run_sh_postgres_rabbitmq(tmp_path, pg_url, amqp_vhost_url, queue_prefix
     extra = {"NEBULA_DATABASE_URL": pg_url, "NEBULA_BROKER_URL": amqp_vhost_url, "NEBULA_QUEUE_PREFIX": queue_prefix}
     with running_nebula(tmp_path, extra) as (base, _env, data_dir):
         scenario(base)
+        _issue_scenarios(base, map_size=1000)
         assert not (data_dir / "nebula.sqlite").exists()
