@@ -39,9 +39,16 @@ CAPTURE_LIMIT = 128 << 20
 _STOP_STATES = (JobState.DELETING, JobState.DELETED)
 
 
+_worker_ids: dict[int, str] = {}
+
+
 def worker_id() -> str:
-    """This process, as recorded in the jobs it runs: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process, as recorded in the jobs it runs: host:pid (worked out once per process)."""
+    pid = os.getpid()
+    found = _worker_ids.get(pid)
+    if found is None:
+        found = _worker_ids[pid] = f"{socket.gethostname()}:{pid}"
+    return found
 
 
 @dataclass
