@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from app.logs import configure_logging
-from app.messaging import RabbitPublisher
+from app.messaging import Enqueuer, RabbitPublisher
 from app.objectstore import ObjectStore
 from app.services.registry import Services, build_services
 from app.settings import Settings, load_settings
@@ -52,6 +52,7 @@ def build_container(services: Services) -> Container:
             Settings: lambda scope: services.settings,
             Services: lambda scope: services,
             ObjectStore: lambda scope: services.object_store,
+            Enqueuer: lambda scope: services.enqueuer,
         },
         services.session_factory,
     )

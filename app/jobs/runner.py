@@ -35,7 +35,7 @@ from app.errors import NotFound
 from app.jobs import end_actions
 from app.jobs import monitor as monitoring
 from app.jobs import pgfast
-from app.jobs.statements import CLAIM, DATASETS, FINISH, OUTPUT_OK, TAKE_OVER, WAITING
+from app.jobs.statements import CLAIM, DATASETS, FINISH, OUTPUT_OK, TAKE_OVER
 from app.jobs.context import InputDataset, build_context, collection_structures
 from app.jobs.execution import PATH, Execution, job_environment, run_command
 from app.jobs.outputs import measure, store_output
@@ -44,7 +44,7 @@ from app.models import Dataset, DatasetState, Job, JobOutput, JobState
 from app.models.base import utcnow
 from app.objectstore import ObjectStore
 from app.schemas.tasks import AdvanceInvocation, RunJob
-from app.services.jobs import DELETED_INFO, discard_outputs
+from app.services.jobs import DELETED_INFO, discard_outputs, wake_jobs_waiting_on
 from app.services.registry import Services
 from app.tools import toolbox
 from app.tools.command import CommandError
@@ -376,9 +376,7 @@ def _error_outputs(session: Session, job_id: int, message: str) -> None:
 
 def _after_end(session: Session, services: Services, invocation_id: int | None, output_ids: list[int]) -> None:
     """Wake jobs waiting on this job's outputs, and the invocation the job belongs to."""
-    if output_ids:
-        for waiting_id in session.scalars(WAITING, {"outputs": output_ids}).all():
-            services.enqueuer.send(session, RunJob(job_id=waiting_id))
+    wake_jobs_waiting_on(session, output_ids, enqueuer=services.enqueuer)
     if invocation_id is not None:
         services.enqueuer.send(session, AdvanceInvocation(invocation_id=invocation_id))
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.bulk_insert import insert_rows
 from app.errors import NotFound
 from app.ids import IdEncoder
+from app.jobs.statements import WAITING
 from app.messaging import Enqueuer
 from app.models import Dataset, DatasetState, Job, JobInput, JobOutput, JobState, User
 from app.models.base import utcnow
@@ -350,3 +351,16 @@ def discard_outputs(session: Session, job_id: int) -> None:
                 update_time=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+def wake_jobs_waiting_on(session: Session, dataset_ids: list[int], *, enqueuer: Enqueuer) -> int:
+    """Send RunJob at once for every job in state new reading one of these datasets; return how many.
+
+    Such a job found an input not ready and re-sends itself with a growing delay; the end
+    of what makes the input (a tool job or an upload) wakes it in the same transaction.
+    """
+    if not dataset_ids:
+        return 0
+    waiting = list(session.scalars(WAITING, {"outputs": list(dataset_ids)}))
+    enqueuer.send_many(session, [RunJob(job_id=job_id) for job_id in waiting])
+    return len(waiting)

@@ -29,6 +29,7 @@ from app.models.base import utcnow
 from app.objectstore import ObjectStore
 from app.schemas.tasks import FetchData, FinishJob, SetJobMetadata, SetupFetchData
 from app.services.histories import allocate_hids
+from app.services.jobs import wake_jobs_waiting_on
 
 UPLOAD_TOOL = "upload1"
 _FILE_KEY = re.compile(r"^files_(\d+)\|(\w+)$")
@@ -255,8 +256,8 @@ def fetch_data(session: Session, job_id: int, store: ObjectStore, fetch_url=None
     session.flush()
 
 
-def set_job_metadata(session: Session, job_id: int, store: ObjectStore) -> None:
-    """Sniff and measure each output; datasets and the job become ok; staging is removed."""
+def set_job_metadata(session: Session, job_id: int, store: ObjectStore, *, enqueuer: Enqueuer) -> None:
+    """Sniff and measure each output; datasets and the job become ok, waiting jobs are woken; staging is removed."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None or job.state in JobState.TERMINAL:
         return
@@ -276,11 +277,12 @@ def set_job_metadata(session: Session, job_id: int, store: ObjectStore) -> None:
     job.exit_code = 0
     job.end_time = utcnow()
     session.flush()
+    _wake_waiting(session, job.id, enqueuer)
     shutil.rmtree(job.params["stage_dir"], ignore_errors=True)
 
 
-def finish_job_with_error(session: Session, job_id: int, message: str) -> None:
-    """Mark a job and its unfinished outputs error with a message (idempotent)."""
+def finish_job_with_error(session: Session, job_id: int, message: str, *, enqueuer: Enqueuer) -> None:
+    """Mark a job and its unfinished outputs error with a message (idempotent); wake jobs waiting on them."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None or job.state in JobState.TERMINAL:
         return
@@ -293,8 +295,15 @@ def finish_job_with_error(session: Session, job_id: int, message: str) -> None:
         .values(state=DatasetState.ERROR, info=message[:4000])
     )
     session.flush()
+    _wake_waiting(session, job.id, enqueuer)
     if "stage_dir" in (job.params or {}):
         shutil.rmtree(job.params["stage_dir"], ignore_errors=True)
+
+
+def _wake_waiting(session: Session, job_id: int, enqueuer: Enqueuer) -> None:
+    """Jobs reading this upload's datasets run (or fail on them) now, not at their next retry."""
+    outputs = list(session.scalars(sa.select(JobOutput.dataset_id).where(JobOutput.job_id == job_id)))
+    wake_jobs_waiting_on(session, outputs, enqueuer=enqueuer)
 
 
 _WHITESPACE = re.compile(rb"[ \t]+")

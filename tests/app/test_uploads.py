@@ -128,8 +128,8 @@ def test_redelivered_steps_do_nothing_twice(stack):
         job_id = session.scalar(sa.select(Job.id))
         assert uploads.setup_fetch_data(session, job_id) is False
         uploads.fetch_data(session, job_id, stack.services.object_store)
-        uploads.set_job_metadata(session, job_id, stack.services.object_store)
-        uploads.finish_job_with_error(session, job_id, "late failure")
+        uploads.set_job_metadata(session, job_id, stack.services.object_store, enqueuer=stack.services.enqueuer)
+        uploads.finish_job_with_error(session, job_id, "late failure", enqueuer=stack.services.enqueuer)
         session.commit()
     shown = api.get(f"/api/datasets/{out['id']}").json
     assert shown["state"] == "ok" and api.get(shown["download_url"]).data == b"once\n"

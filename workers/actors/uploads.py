@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from app.messaging import Enqueuer
 from app.objectstore import ObjectStore
 from app.schemas.tasks import FetchData, FinishJob, SetJobMetadata, SetupFetchData
 from app.services import uploads
@@ -23,13 +24,13 @@ def fetch_data(request: FetchData, session: Session, store: ObjectStore) -> None
 
 
 @task(queue="default", action="set_job_metadata", max_retries=3)
-def set_job_metadata(request: SetJobMetadata, session: Session, store: ObjectStore) -> None:
-    """Sniff and measure the outputs; the job becomes ok."""
-    uploads.set_job_metadata(session, request.job_id, store)
+def set_job_metadata(request: SetJobMetadata, session: Session, store: ObjectStore, enqueuer: Enqueuer) -> None:
+    """Sniff and measure the outputs; the job becomes ok; jobs waiting on them are woken."""
+    uploads.set_job_metadata(session, request.job_id, store, enqueuer=enqueuer)
 
 
 @task(queue="default", action="finish_job", max_retries=10)
-def finish_job(request: FinishJob, session: Session, failure: TaskFailure) -> None:
-    """The upload failed for good: job and outputs become error with the reason."""
+def finish_job(request: FinishJob, session: Session, failure: TaskFailure, enqueuer: Enqueuer) -> None:
+    """The upload failed for good: job and outputs become error with the reason; waiting jobs are woken."""
     reason = f"{failure.type}: {failure.message}" if failure else "the upload failed"
-    uploads.finish_job_with_error(session, request.job_id, reason)
+    uploads.finish_job_with_error(session, request.job_id, reason, enqueuer=enqueuer)
