@@ -46,8 +46,11 @@ class HistoryView(Model):
     published: bool
     annotation: str | None
     tags: list[str]
-    count: int
-    size: int
+    count: int = Field(description="Datasets and collections ever added (Galaxy: hid_counter - 1).")
+    size: int = Field(description="Bytes of the datasets not purged.")
+    nice_size: str
+    contents_active: dict[str, int] = Field(description="Contents active, deleted and hidden (these two overlap).")
+    contents_states: dict[str, int] = Field(description="Visible, undeleted contents by state.")
     hid_counter: int
     user_id: str
     create_time: dt.datetime
