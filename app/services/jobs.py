@@ -336,8 +336,11 @@ def cancel_job(session: Session, job: Job, *, enqueuer: Enqueuer) -> bool:
     else:
         return False
     discard_outputs(session, job.id)
-    if job.state == JobState.DELETED and job.invocation_id is not None:
-        enqueuer.send(session, AdvanceInvocation(invocation_id=job.invocation_id))
+    if job.state == JobState.DELETED:  # a running job's worker does this once its process is gone
+        outputs = list(session.scalars(sa.select(JobOutput.dataset_id).where(JobOutput.job_id == job.id)))
+        wake_jobs_waiting_on(session, outputs, enqueuer=enqueuer)  # they fail on a discarded input now
+        if job.invocation_id is not None:
+            enqueuer.send(session, AdvanceInvocation(invocation_id=job.invocation_id))
     return True
 
 

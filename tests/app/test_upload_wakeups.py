@@ -82,3 +82,21 @@ def test_an_upload_wakes_only_jobs_that_wait(stack, monkeypatch):
     assert [actor for actor, _, _ in sent] == []
     stack.drain()
     assert content(api, queued["outputs"][0]["id"]) == b"a\n"
+
+
+def test_cancelling_a_queued_job_fails_the_jobs_waiting_on_it_at_once(stack, monkeypatch):
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    first = run(api, h, "cat1", {"input1": hda(paste(api, h, "a\n"))})  # queued behind its upload
+    second = run(api, h, "cat1", {"input1": hda(first["outputs"][0]["id"])})
+    jobs_queue = stack.settings.queue_name("jobs")
+    stack.broker.flush(jobs_queue)  # neither job has run: run the second here, it waits on the first
+    second_id = stack.services.ids.decode(second["jobs"][0]["id"])
+    assert runner.run_job(stack.runtime.services, second_id) == "waiting"
+    stack.broker.flush(dq_name(jobs_queue))  # its retry dropped: only the cancel can wake it
+    sent = _record_enqueues(stack, monkeypatch)
+    assert api.delete(f"/api/jobs/{first['jobs'][0]['id']}").status_code == 200
+    assert ("run_job", {"job_id": second_id, "waits": 0}, None) in sent, sent
+    stack.drain()
+    job = api.get(f"/api/jobs/{second['jobs'][0]['id']}?full=true").json
+    assert job["state"] == "error" and "parameter 'input1' is in state discarded" in job["info"], job["info"]
