@@ -20,11 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,8 +35,8 @@ from app.jobs import pgfast
 from app.jobs.statements import CLAIM, DATASETS, FINISH, OUTPUT_OK, TAKE_OVER
 from app.jobs.context import InputDataset, build_context, collection_structures
 from app.jobs.execution import PATH, Execution, job_environment, run_command
+from app.jobs.helpers import helpers_for
 from app.jobs.outputs import measure, store_output
-from app.jobs.wakeups import InvocationWakeups
 from app.models import Dataset, DatasetState, Job, JobOutput, JobState
 from app.models.base import utcnow
 from app.objectstore import ObjectStore
@@ -56,48 +53,6 @@ log = logging.getLogger(__name__)
 READY = frozenset({DatasetState.OK, DatasetState.EMPTY, DatasetState.FAILED_METADATA})
 FAILED = frozenset({DatasetState.ERROR, DatasetState.DISCARDED, DatasetState.DEFERRED})
 MAX_WAIT_MS = 10_000
-
-@dataclass
-class _Helpers:
-    """What the runner keeps per Services object: the monitor and the fast-path connections."""
-
-    services: weakref.ref
-    monitor: monitoring.JobMonitor
-    fast: pgfast.ThreadConnections | None
-    wakeups: InvocationWakeups
-
-
-_helpers: dict[int, _Helpers] = {}
-_helpers_lock = threading.Lock()
-
-
-def _helpers_for(services: Services) -> _Helpers:
-    """The helpers of these services (made on first use; never those of a gone object with the same id)."""
-    entry = _helpers.get(id(services))
-    if entry is None or entry.services() is not services:
-        with _helpers_lock:
-            entry = _helpers.get(id(services))
-            if entry is None or entry.services() is not services:
-                postgres = services.engine.dialect.name == "postgresql"
-                entry = _helpers[id(services)] = _Helpers(
-                    weakref.ref(services), monitoring.JobMonitor(services.session_factory),
-                    pgfast.ThreadConnections(services.engine) if postgres else None,
-                    InvocationWakeups(_advance_sender(weakref.ref(services)), services.settings.job_wakeup_window))
-    return entry
-
-
-def _advance_sender(services: weakref.ref) -> Callable[[list[int]], None]:
-    """Sends AdvanceInvocation for invocation ids (nothing once the services are gone)."""
-    def send(invocation_ids: list[int]) -> None:
-        live = services()
-        if live is not None:
-            live.enqueuer.send_now([AdvanceInvocation(invocation_id=i) for i in invocation_ids])
-    return send
-
-
-def monitor_for(services: Services) -> monitoring.JobMonitor:
-    """The process's job monitor for these services."""
-    return _helpers_for(services).monitor
 
 
 @dataclass
@@ -119,7 +74,7 @@ def job_dir(services: Services, job_id: int) -> Path:
 
 def run_job(services: Services, job_id: int, *, waits: int = 0) -> str:
     """Run a job if it is this worker's to run; return what happened (for logs and tests)."""
-    fast = _fast_connections(services)
+    fast = helpers_for(services).fast
     if fast is not None:
         rows = pgfast.claim(fast, job_id, monitoring.worker_id(), utcnow())
         if rows:
@@ -137,11 +92,6 @@ def _run(services: Services, claimed: Claimed, conn: Connection | None) -> str:
         log.exception("job %d failed inside the runner", claimed.job_id)
         _finish_error(services, claimed.job_id, f"internal error while running the job: {type(exc).__name__}: {exc}")
         return "error"
-
-
-def _fast_connections(services: Services) -> pgfast.ThreadConnections | None:
-    """The per-thread autocommit connections of the PostgreSQL fast path (None elsewhere)."""
-    return _helpers_for(services).fast
 
 
 def _session(services: Services, conn: Connection | None) -> Session:
@@ -197,7 +147,7 @@ def _take_over(session: Session, services: Services, args: dict[str, Any]) -> tu
     if current.state in JobState.TERMINAL:
         return None, "finished"
     age = (utcnow() - current.update_time).total_seconds()
-    if monitoring.holder_is_alive(current.worker_id, age, job_id, monitor_for(services)):
+    if monitoring.holder_is_alive(current.worker_id, age, job_id, helpers_for(services).monitor):
         return None, "held by a live worker"
     if current.state == JobState.DELETING:
         _mark_deleted(session, services, job_id, current.invocation_id)
@@ -250,7 +200,7 @@ def _execute(services: Services, conn: Connection | None, claimed: Claimed) -> s
     try:
         result = run_command(claimed.job_id, command, workdir,
                              env=job_environment(claimed.job_id, workdir, resources.cpus), wall_time=wall_time,
-                             cap=settings.job_output_cap, monitor=monitor_for(services),
+                             cap=settings.job_output_cap, monitor=helpers_for(services).monitor,
                              memory_mb=resources.memory_mb, output_ids=[d for _, d in claimed.outputs])
         return _finish(services, conn, claimed, tool, command.script, result, outputs)
     finally:
@@ -300,7 +250,7 @@ def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool:
     params = {"job_id": claimed.job_id, "worker": monitoring.worker_id(), "new_state": state,
               "code": result.exit_code, "script": script, "out": result.stdout, "err": result.stderr,
               "why": failure, "now": now}
-    fast = _fast_connections(services)
+    fast = helpers_for(services).fast
     if fast is not None and not (failure is None and claimed.invocation_id is not None
                                  and end_actions.any_at_end(services.session_factory, claimed.invocation_id)):
         done, waiting = pgfast.finish(fast, params, rows)
@@ -309,7 +259,7 @@ def _finish(services: Services, conn: Connection | None, claimed: Claimed, tool:
             # worst, they are made up for by the waiting jobs' own retries and beat's sweep.
             services.enqueuer.send_now([RunJob(job_id=waiting_id) for waiting_id in waiting])
             if claimed.invocation_id is not None:
-                _helpers_for(services).wakeups.wake(claimed.invocation_id)
+                helpers_for(services).wakeups.wake(claimed.invocation_id)
             return state
         with services.session_factory.begin() as session:
             return _lost(session, services, claimed)
