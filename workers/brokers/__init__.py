@@ -1,6 +1,7 @@
 """Broker backends and the small value types every backend reports in.
 
-``workers.brokers.sql`` holds the embedded SQL broker; RabbitMQ is Dramatiq's own
+``workers.brokers.sql`` holds the embedded SQL broker (its consumer in ``sql_consumer``,
+its cross-process wake-ups in ``sql_wakeup``); RabbitMQ is Dramatiq's own
 ``RabbitmqBroker``. ``workers.broker`` chooses between them from the settings.
 """
 

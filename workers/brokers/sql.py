@@ -8,58 +8,52 @@ a single writer, and every extra transaction is a turn on its lock. Workers rene
 leases of what they hold; a lease that runs out (its worker died) puts the row back to
 ``ready``. Delays never sit in worker memory: no delay queue is declared, a delayed
 message is a row whose ``available_at`` lies ahead.
+
+This module holds the broker, its transactions and its leases; the consumer and the
+claimed message live in ``workers.brokers.sql_consumer``, the threads that wake idle
+consumers when another process enqueues in ``workers.brokers.sql_wakeup``. Import them
+all from here.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from dramatiq.broker import Broker, Consumer, MessageProxy
-from dramatiq.common import current_millis, q_name
+from dramatiq.broker import Broker, Consumer
+from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed, QueueJoinTimeout
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session
 
-from app.messaging import NOTIFY_CHANNEL, insert_queue_message as insert_message
+from app.messaging import insert_queue_message as insert_message
 from app.models.base import Base, utcnow
 from app.models.queue import CLAIMED, DEAD, READY, QueueMessage
-from workers.brokers import dead_reason
+from workers.brokers.sql_consumer import SQLConsumer, SQLMessage
+from workers.brokers.sql_wakeup import WATCH_INTERVAL, listen_postgres, watch_sqlite
+
+__all__ = ["WATCH_INTERVAL", "SQLBroker", "SQLConsumer", "SQLMessage", "ensure_queue_table", "table"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-WATCH_INTERVAL = 0.005  # seconds between two looks at SQLite's data_version
-_READY_SQL = "SELECT 1 FROM queue_message WHERE queue_name = ? AND state = ? AND available_at <= ? LIMIT 1"
 table: sa.Table = QueueMessage.__table__  # type: ignore[assignment]
 
 
 def ensure_queue_table(engine: Engine) -> None:
     """Create the queue_message table if missing (tests, benchmarks; deployments migrate)."""
     Base.metadata.create_all(engine, tables=[table])
-
-
-class SQLMessage(MessageProxy):
-    """A claimed message; ``row_id`` names its row, ``attempts`` counts its deliveries."""
-
-    def __init__(self, message: Message, row_id: int, attempts: int) -> None:
-        super().__init__(message)
-        self.row_id = row_id
-        self.attempts = attempts
 
 
 class SQLBroker(Broker):
@@ -99,7 +93,7 @@ class SQLBroker(Broker):
         self._acks: list[int] = []
         self._nacks: list[tuple[int, str, str]] = []
         self._pending_since: float | None = None
-        self._consumers: weakref.WeakSet[_SQLConsumer] = weakref.WeakSet()
+        self._consumers: weakref.WeakSet[SQLConsumer] = weakref.WeakSet()
         self._stop = threading.Event()  # replaced each time the threads start
         self._threads_pid: int | None = None
 
@@ -139,7 +133,7 @@ class SQLBroker(Broker):
         """A consumer claiming up to ``prefetch`` messages; ``__next__`` idles at most ``timeout`` ms."""
         self.declare_queue(queue_name)
         self._start_threads()
-        consumer = _SQLConsumer(self, q_name(queue_name), prefetch, timeout)
+        consumer = SQLConsumer(self, q_name(queue_name), prefetch, timeout)
         with self._lock:
             self._consumers.add(consumer)
         return consumer
@@ -232,7 +226,7 @@ class SQLBroker(Broker):
                 raise ConnectionClosed(exc) from exc
         raise AssertionError("unreachable")
 
-    def _settle(self, consumer: _SQLConsumer, message: SQLMessage, reason: str | None) -> None:
+    def _settle(self, consumer: SQLConsumer, message: SQLMessage, reason: str | None) -> None:
         """Record an ack (reason None) or a nack; a consumer thread writes it soon after."""
         with self._lock:
             if reason is None:
@@ -284,6 +278,10 @@ class SQLBroker(Broker):
             self._held.difference_update(acks)
             self._held.difference_update(row_id for row_id, _, _ in nacks)
             self._held.update(row.id for row in rows)
+        return self._decode(rows)
+
+    def _decode(self, rows: Sequence[sa.Row[Any]]) -> list[SQLMessage]:
+        """The claimed rows as messages, in claim order; an undecodable row is dead-lettered."""
         messages = []
         for row in sorted(rows, key=lambda row: (row.priority, row.available_at, row.id)):
             try:
@@ -333,8 +331,18 @@ class SQLBroker(Broker):
             if queue_name is None or consumer.queue_name == queue_name:
                 consumer.wake()
 
+    def _forget(self, consumer: SQLConsumer) -> None:
+        """Stop waking a closed consumer."""
+        with self._lock:
+            self._consumers.discard(consumer)
+
+    def _consumed_queues(self) -> set[str]:
+        """The queues this process's open consumers read."""
+        with self._lock:
+            return {consumer.queue_name for consumer in self._consumers}
+
     def _start_threads(self) -> None:
-        """Start the heartbeat (and on PostgreSQL the listener) once per process."""
+        """Start the heartbeat and the wake-up thread (listener or watcher) once per process."""
         with self._lock:
             if self._threads_pid == os.getpid():
                 return
@@ -342,10 +350,14 @@ class SQLBroker(Broker):
             # Threads get their own stop event: a fork or a close() leaves old ones behind.
             self._stop = stop = threading.Event()
         threading.Thread(target=self._heartbeat, args=(stop,), name="sql-broker-heartbeat", daemon=True).start()
+        url = self.engine.url
         if self._postgres:
-            threading.Thread(target=self._listen, args=(stop,), name="sql-broker-listener", daemon=True).start()
-        elif self.engine.url.database not in (None, "", ":memory:"):
-            threading.Thread(target=self._watch_sqlite, args=(stop,), name="sql-broker-watcher", daemon=True).start()
+            conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            args: tuple[Any, ...] = (conninfo, self._wake, stop)
+            threading.Thread(target=listen_postgres, args=args, name="sql-broker-listener", daemon=True).start()
+        elif url.database not in (None, "", ":memory:"):
+            args = (str(url.database), self._consumed_queues, self._wake, stop)
+            threading.Thread(target=watch_sqlite, args=args, name="sql-broker-watcher", daemon=True).start()
 
     def _heartbeat(self, stop: threading.Event) -> None:
         """Write stray acks, renew held leases and recover expired ones, every renew_interval."""
@@ -356,127 +368,3 @@ class SQLBroker(Broker):
                 self.recover_expired_leases()
             except Exception:  # noqa: BLE001 - the heartbeat must outlive a database outage
                 log.exception("Lease heartbeat failed; retrying in %.1fs.", self.renew_interval)
-
-    def _watch_sqlite(self, stop: threading.Event) -> None:
-        """Wake consumers within milliseconds when another process commits a ready message.
-
-        ``PRAGMA data_version`` changes when another connection commits; only then comes a
-        read, which in WAL mode locks nobody out, so idle workers write nothing.
-        """
-        conn = sqlite3.connect(str(self.engine.url.database), isolation_level=None, check_same_thread=False)
-        seen = None
-        while not stop.wait(WATCH_INTERVAL):
-            try:
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version == seen:
-                    continue
-                seen = version
-                now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
-                with self._lock:
-                    queue_names = {consumer.queue_name for consumer in self._consumers}
-                for queue_name in queue_names:
-                    if conn.execute(_READY_SQL, (queue_name, READY, now)).fetchone():
-                        self._wake(queue_name)
-            except sqlite3.Error as exc:  # polling still delivers meanwhile
-                log.warning("SQLite watcher: %s; retrying in 1s.", exc)
-                stop.wait(1.0)
-        conn.close()
-
-    def _listen(self, stop: threading.Event) -> None:
-        """Wake consumers on PostgreSQL NOTIFY; polling still covers a dropped listener."""
-        import psycopg
-
-        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not stop.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._wake(None)  # whatever was sent while we were not listening
-                    while not stop.is_set():
-                        for notify in conn.notifies(timeout=1.0):
-                            self._wake(notify.payload)
-            except psycopg.Error as exc:
-                log.info("Queue listener lost its connection (%s); reconnecting.", exc)
-                stop.wait(1.0)
-
-
-class _SQLConsumer(Consumer):
-    """Claims batches of one queue; ``__next__`` runs in one thread, acks come from others."""
-
-    def __init__(self, broker: SQLBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        self.broker = broker
-        self.queue_name = queue_name
-        self.prefetch = max(1, prefetch)
-        # Refill only when half the prefetch is free: one claim then carries many messages.
-        self.refill = max(1, self.prefetch // 2)
-        self.timeout = timeout / 1000
-        self.idle = broker.min_poll
-        self.buffer: collections.deque[SQLMessage] = collections.deque()
-        self.outstanding: set[int] = set()  # claimed through this consumer, not yet settled
-        self.lock = threading.Lock()
-        self.event = threading.Event()
-
-    def ack(self, message: SQLMessage) -> None:  # type: ignore[override]
-        """Delete the message's row (written with the next batch, within ack_delay)."""
-        self.broker._settle(self, message, None)
-
-    def nack(self, message: SQLMessage) -> None:  # type: ignore[override]
-        """Dead-letter the message's row with the reason it failed."""
-        self.broker._settle(self, message, dead_reason(message._exception, message.options))
-
-    def requeue(self, messages: Iterable[SQLMessage]) -> None:  # type: ignore[override]
-        """Put messages that were never processed back to ready."""
-        row_ids = [message.row_id for message in messages]
-        self.broker._requeue(row_ids)
-        with self.lock:
-            self.outstanding.difference_update(row_ids)
-
-    def settled(self, row_id: int) -> None:
-        """Free a prefetch slot and wake ``__next__`` so the ack is written soon."""
-        with self.lock:
-            self.outstanding.discard(row_id)
-        self.event.set()
-
-    def wake(self) -> None:
-        """Stop idling: there may be new messages or acks to write."""
-        self.idle = self.broker.min_poll
-        self.event.set()
-
-    def __next__(self) -> SQLMessage | None:  # type: ignore[override]
-        deadline = time.monotonic() + self.timeout
-        while True:
-            self.event.clear()  # before looking, so a wake-up that comes after is not missed
-            with self.lock:
-                if self.buffer:
-                    return self.buffer.popleft()
-                room = self.prefetch - len(self.outstanding)
-            claim = room >= self.refill
-            if claim or self.broker._ack_wait() == 0:
-                messages = self.broker._flush_and_claim(self.queue_name, room if claim else 0)
-                if messages:
-                    with self.lock:
-                        self.outstanding.update(message.row_id for message in messages)
-                        self.buffer.extend(messages)
-                    self.idle = self.broker.min_poll
-                    continue
-            if claim:
-                wait, self.idle = self.idle, min(self.idle * 2, self.broker.poll_interval)
-            else:
-                wait = self.broker._ack_wait()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self.event.wait(min(wait, remaining))
-
-    def close(self) -> None:
-        """Write pending acks and give back claimed messages never handed out."""
-        with self.lock:
-            unhanded = list(self.buffer)
-            self.buffer.clear()
-        try:
-            self.broker._flush_and_claim(None, 0)
-            self.requeue(unhanded)
-        except ConnectionClosed:
-            log.warning("Could not give back %d message(s); they return when their lease expires.", len(unhanded))
-        with self.broker._lock:
-            self.broker._consumers.discard(self)
