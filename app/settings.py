@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         64 * 1024, description="Bytes of a job's stdout and stderr kept in the database.", gt=0
     )
     job_wakeup_window: float = Field(
-        0.1, description="A workflow job's end wakes its invocation at once, and further ends in "
+        0.025, description="A workflow job's end wakes its invocation at once, and further ends in "
         "the same worker process within this many seconds are gathered into one wake-up (0: one "
         "per job).", ge=0
     )

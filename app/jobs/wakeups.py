@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 0.1
+WINDOW_S = 0.025
 _FORGET_AFTER = 10_000  # remembered invocations before the old ones are forgotten
 
 
