@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,15 +29,20 @@ _FORGET_AFTER = 10_000  # remembered invocations before the old ones are forgott
 
 
 class InvocationWakeups:
-    """Throttles wake-ups per invocation: the first at once, the rest once per window."""
+    """Throttles wake-ups per invocation: the first at once, the rest once per window.
+
+    Gathered wake-ups are sent by one long-lived thread per process (the publisher keeps a
+    broker connection per thread: a thread per flush would open a connection each time).
+    """
 
     def __init__(self, send: Callable[[list[int]], None], window_s: float = WINDOW_S):
         self.send = send
         self.window_s = window_s
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.sent_at: dict[int, float] = {}
         self.pending: set[int] = set()
-        self.timer: threading.Timer | None = None
+        self.due_at: float | None = None
+        self.flusher_pid: int | None = None
         atexit.register(self.flush)
 
     def wake(self, invocation_id: int) -> None:
@@ -46,26 +52,44 @@ class InvocationWakeups:
             last = self.sent_at.get(invocation_id)
             if last is not None and now - last < self.window_s:
                 self.pending.add(invocation_id)
-                if self.timer is None:
-                    self.timer = threading.Timer(last + self.window_s - now, self.flush)
-                    self.timer.daemon = True
-                    self.timer.start()
+                due = last + self.window_s
+                if self.due_at is None or due < self.due_at:
+                    self.due_at = due
+                self._ensure_flusher()
+                self.lock.notify()
                 return
             self._remember(invocation_id, now)
         self.send([invocation_id])
 
     def flush(self) -> None:
-        """Send the gathered wake-ups."""
+        """Send the gathered wake-ups now."""
         now = time.monotonic()
         with self.lock:
-            due, self.pending, self.timer = sorted(self.pending), set(), None
+            due, self.pending, self.due_at = sorted(self.pending), set(), None
             for invocation_id in due:
                 self._remember(invocation_id, now)
         if due:
             try:
                 self.send(due)
-            except Exception:  # noqa: BLE001 - a timer thread: beat's sweep makes up for these
+            except Exception:  # noqa: BLE001 - beat's sweep makes up for these
                 log.exception("could not wake invocations %s", due)
+
+    def _ensure_flusher(self) -> None:
+        """Start the flushing thread of this process (again after a fork), lock held."""
+        if self.flusher_pid != os.getpid():
+            self.flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_loop, name="invocation-wakeups", daemon=True).start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self.lock:
+                while self.due_at is None:
+                    self.lock.wait()
+                delay = self.due_at - time.monotonic()
+                if delay > 0:
+                    self.lock.wait(delay)
+                    continue
+            self.flush()
 
     def _remember(self, invocation_id: int, now: float) -> None:
         if len(self.sent_at) >= _FORGET_AFTER:

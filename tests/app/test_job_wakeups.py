@@ -44,3 +44,22 @@ def test_a_wake_after_a_quiet_window_goes_at_once_and_flush_sends_what_is_gather
     wakeups.wake(8)
     wakeups.flush()  # what a worker's exit does
     assert sent == [[7], [7], [8], [7, 8]]
+
+
+def test_gathered_wake_ups_leave_from_one_long_lived_thread():
+    """The publisher keeps a broker connection per thread: flushes must not each make a thread."""
+    threads: list[str] = []
+    idents: set[int] = set()
+
+    def send(ids: list[int]) -> None:
+        threads.append(threading.current_thread().name)
+        idents.add(threading.get_ident())
+
+    wakeups = InvocationWakeups(send, window_s=0.03)
+    for _ in range(4):
+        wakeups.wake(5)  # at once (the first of a window) ...
+        wakeups.wake(5)  # ... and gathered
+        time.sleep(0.08)
+    gathered = [name for name in threads if name != threading.current_thread().name]
+    assert len(threads) == 8 and gathered == ["invocation-wakeups"] * 4
+    assert len(idents) == 2  # this thread and the one flusher
