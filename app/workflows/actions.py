@@ -19,13 +19,13 @@ unknown types are kept (Galaxy imports them too) and ignored.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from app.datatypes_registry import PARENTS, ROOT
+from app.workflows.jsontext import json_mapping
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,10 @@ def normalize_actions(value: Any, where: str) -> dict[str, dict[str, Any]]:
     """A tool step's post-job actions, checked: ``{key: {action_type, output_name, action_arguments}}``."""
     if value in (None, "", [], {}):
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ActionError("post_job_actions is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ActionError("post_job_actions must be a mapping of key to action")
+    try:
+        value = json_mapping(value, "post_job_actions")
+    except ValueError as exc:
+        raise ActionError(str(exc)) from None
     if len(value) > MAX_ACTIONS:
         raise ActionError(f"more than {MAX_ACTIONS} post-job actions")
     actions = {}
@@ -83,14 +80,11 @@ def _normalize_action(key: str, action: Any) -> dict[str, Any]:
     output_name = action.get("output_name") or ""
     if not isinstance(output_name, str):
         raise ActionError(f"{action_type} {key!r}: output_name must be text")
-    arguments = action.get("action_arguments") or {}
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            raise ActionError(f"{action_type} on output {output_name!r}: action_arguments is not valid JSON") from None
-    if not isinstance(arguments, dict):
-        raise ActionError(f"{action_type} on output {output_name!r}: action_arguments must be a mapping")
+    try:
+        arguments = json_mapping(action.get("action_arguments") or {},
+                                 f"{action_type} on output {output_name!r}: action_arguments")
+    except ValueError as exc:
+        raise ActionError(str(exc)) from None
     _check_arguments(action_type, output_name, arguments)
     return {"action_type": action_type, "output_name": output_name, "action_arguments": arguments}
 

@@ -16,6 +16,7 @@ from typing import Any
 from app.errors import RequestParameterInvalid
 from app.models.workflows import StepType
 from app.workflows import actions, conditions, graph
+from app.workflows.jsontext import json_mapping
 
 MAX_DEPTH = 10
 MAX_STEPS = 10_000
@@ -234,13 +235,10 @@ def decode_tool_state(value: Any, where: str) -> dict[str, Any]:
     """A step's tool state as a dict, undoing Galaxy's legacy JSON-in-JSON encoding."""
     if value in (None, ""):
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise _invalid(f"{where}: tool_state is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise _invalid(f"{where}: tool_state must be a mapping")
+    try:
+        value = json_mapping(value, f"{where}: tool_state")
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
     return {str(k): _decode_nested(v) for k, v in value.items()}
 
 
