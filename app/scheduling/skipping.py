@@ -115,6 +115,14 @@ def _condition_skips(run: "InvocationRun", step: PlanStep, condition: conditions
     return False
 
 
+def single_condition_skips(run: "InvocationRun", step: PlanStep,
+                           connected: dict[str, list[dict[str, Any] | None]]) -> bool:
+    """True when a step that maps over nothing has a false ``when`` (or one a skipped step made)."""
+    condition = conditions.parse_condition(step.when or "")
+    value = next((v for v in connected.get(condition.input_name, []) if v), None)
+    return _condition_skips(run, step, condition, value, False, StepSkip())
+
+
 def evaluate(step: PlanStep, condition: conditions.Condition, value: Any) -> bool:
     """The condition's value; a non-boolean fails the invocation, as in Galaxy (when_not_boolean)."""
     try:
@@ -196,8 +204,12 @@ def flag(outputs: dict[str, Any], marker: str) -> dict[str, Any]:
 def write_null_outputs(run: "InvocationRun", jobs: list[Any], flags: list[bool]) -> None:
     """The outputs of skipped jobs just made (ok, hidden, expression.json): their JSON null file and details."""
     dataset_ids = [o.dataset_id for job, skipped in zip(jobs, flags) if skipped for o in job.outputs]
-    if not dataset_ids:
-        return
+    if dataset_ids:
+        write_nulls(run, dataset_ids)
+
+
+def write_nulls(run: "InvocationRun", dataset_ids: list[int]) -> None:
+    """Give these datasets a skipped output's JSON null file and details."""
     store = object_store(run)
     rows = []
     for dataset_id in dataset_ids:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from app.models import InvocationState, StepType, WorkflowInvocation, WorkflowInvocationStep
-from app.scheduling import subworkflow_mapping
+from app.scheduling import subworkflow_mapping, subworkflow_skip
 from app.scheduling.values import StepFailure
 from app.schemas.tasks import AdvanceInvocation
-from app.workflows.plan import PlanStep, load_plan
+from app.workflows import conditions
+from app.workflows.plan import PlanStep, WorkflowPlan, load_plan
 
 if TYPE_CHECKING:
     from app.scheduling.run import InvocationRun
@@ -71,8 +72,7 @@ def schedule_subworkflow(run: "InvocationRun", step: PlanStep, row: WorkflowInvo
             value = (run.rows[conn.source_index].outputs or {}).get(conn.output_name)
             if not run.values.ready(value, source_step=conn.source_index, dependent_step=step.order_index):
                 return WAITING
-        start_subinvocation(run, step, row)
-        return WAITING
+        return WAITING if start_subinvocation(run, step, row) else DONE
     state = run.session.scalar(
         sa.select(WorkflowInvocation.state).where(WorkflowInvocation.id == row.subworkflow_invocation_id)
     )
@@ -86,25 +86,20 @@ def schedule_subworkflow(run: "InvocationRun", step: PlanStep, row: WorkflowInvo
     return WAITING
 
 
-def start_subinvocation(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep) -> None:
-    """Create the sub-invocation with the connected values as its inputs, and wake it."""
+def start_subinvocation(run: "InvocationRun", step: PlanStep, row: WorkflowInvocationStep) -> bool:
+    """Create the sub-invocation with the connected values as its inputs, and wake it.
+
+    False when a false ``when`` skipped the subworkflow instead: the step is then scheduled.
+    """
     from app.services.invocations import create_invocation_rows
 
     assert step.subworkflow_id is not None
     sub_plan = load_plan(run.session, step.subworkflow_id)
-    inputs: dict[str, Any] = {}
-    for conn in step.connections:
-        value = (run.rows[conn.source_index].outputs or {}).get(conn.output_name)
-        index = conn.input_subworkflow_step_index
-        if index is None or index >= len(sub_plan.steps):
-            raise StepFailure("unexpected_failure", step=step.order_index,
-                              details=f"input {conn.input_name!r} does not name an input of the subworkflow")
-        inputs[str(index)] = value
-    for sub_step in sub_plan.input_steps:
-        if str(sub_step.order_index) not in inputs and not sub_step.optional:
-            raise StepFailure("unexpected_failure", step=step.order_index,
-                              details=f"subworkflow input {sub_step.label or sub_step.order_index!r} is not connected")
+    inputs = _subinvocation_inputs(run, step, sub_plan)
     mapped = subworkflow_mapping.plan_mapping(run, step, sub_plan, inputs)
+    if step.when and subworkflow_skip.skips(run, step, mapped is not None):
+        run.mark_scheduled(row, subworkflow_skip.skipped_outputs(run, sub_plan))
+        return False
     if mapped is not None:  # a collection given to a smaller input: the subworkflow maps over it
         inputs = mapped.inputs
         row.mapping = mapped.record()
@@ -117,6 +112,27 @@ def start_subinvocation(run: "InvocationRun", step: PlanStep, row: WorkflowInvoc
     row.subworkflow_invocation_id = sub.id
     run.mark_ready(row)
     run.enqueuer.send(run.session, AdvanceInvocation(invocation_id=sub.id))
+    return True
+
+
+def _subinvocation_inputs(run: "InvocationRun", step: PlanStep, sub_plan: WorkflowPlan) -> dict[str, Any]:
+    """The sub-invocation's inputs, by input step index: the values connected to the subworkflow step."""
+    condition_input = conditions.parse_condition(step.when).input_name if step.when else None
+    inputs: dict[str, Any] = {}
+    for conn in step.connections:
+        value = (run.rows[conn.source_index].outputs or {}).get(conn.output_name)
+        index = conn.input_subworkflow_step_index
+        if index is None and conn.input_name == condition_input:
+            continue  # read by the condition only
+        if index is None or index >= len(sub_plan.steps):
+            raise StepFailure("unexpected_failure", step=step.order_index,
+                              details=f"input {conn.input_name!r} does not name an input of the subworkflow")
+        inputs[str(index)] = value
+    for sub_step in sub_plan.input_steps:
+        if str(sub_step.order_index) not in inputs and not sub_step.optional:
+            raise StepFailure("unexpected_failure", step=step.order_index,
+                              details=f"subworkflow input {sub_step.label or sub_step.order_index!r} is not connected")
+    return inputs
 
 
 def subinvocation_outputs(run: "InvocationRun", step: PlanStep, sub_id: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import RequestParameterInvalid
 from app.models.workflows import StepType
+from app.workflows import conditions
 
 if TYPE_CHECKING:
     from app.workflows.parse import ParsedConnection, ParsedStep, ToolOutputs
@@ -74,6 +75,8 @@ def _resolve_subworkflow_input(step: ParsedStep, conn: ParsedConnection) -> None
         if conn.input_name in (sub.label, str(sub.order_index)):
             conn.input_subworkflow_step_index = sub.order_index
             return
+    if step.when and conditions.parse_condition(step.when).input_name == conn.input_name:
+        return  # the condition's own input (Galaxy's 'when' connection) feeds no subworkflow input
     labels = ", ".join(repr(s.label or str(s.order_index)) for s in inputs) or "none"
     raise invalid(f"{step.describe()}: the subworkflow has no input {conn.input_name!r} (inputs: {labels})")
 

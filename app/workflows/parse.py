@@ -212,11 +212,8 @@ def _when(step: ParsedStep, when: Any) -> str | None:
     if when in (None, "", "null"):
         return None
     where = step.describe()
-    if step.type == StepType.SUBWORKFLOW:
-        raise _invalid(f"{where}: conditional subworkflow steps ('when') are not supported; "
-                       "put the condition on the subworkflow's tool steps")
-    if step.type != StepType.TOOL:
-        raise _invalid(f"{where}: only tool steps can be conditional ('when')")
+    if step.type not in (StepType.TOOL, StepType.SUBWORKFLOW):
+        raise _invalid(f"{where}: only tool and subworkflow steps can be conditional ('when')")
     if not isinstance(when, str):
         raise _invalid(f"{where}: 'when' must be an expression such as $(inputs.should_run)")
     try:

@@ -150,7 +150,7 @@ def test_when_on_other_step_types_is_refused(stack):
     workflow = native_conditional()
     workflow["steps"]["0"]["when"] = "$(inputs.when)"
     response = api.post("/api/workflows/upload", json={"workflow": workflow})
-    assert response.status_code == 400 and "only tool steps can be conditional" in response.json["err_msg"]
+    assert response.status_code == 400 and "only tool and subworkflow steps can be conditional" in response.json["err_msg"]
 
 
 def test_legacy_expression_and_literals_parse():
@@ -198,3 +198,64 @@ def test_mapped_condition_skips_element_by_element(stack):
         assert [e["extension"] for e in elements] == ["txt", "expression.json", "txt"]
         assert dataset_text(stack, api, elements[0]["id"]) == "a\n"
         assert dataset_text(stack, api, elements[1]["id"]) == "null"
+
+
+CONDITIONAL_SUBWORKFLOW = {
+    "class": "GalaxyWorkflow",
+    "label": "Subworkflow when asked",
+    "inputs": {"data": "data", "run_it": {"type": "boolean"}},
+    "outputs": {"inner": {"outputSource": "nested/inner_out"}, "after": {"outputSource": "after/out_file1"}},
+    "steps": {
+        "nested": {
+            "run": {"class": "GalaxyWorkflow", "inputs": {"item": "data"},
+                    "outputs": {"inner_out": {"outputSource": "inner_cat/out_file1"}},
+                    "steps": {"inner_cat": {"tool_id": "cat1", "in": {"input1": "item"}}}},
+            "in": {"item": "data", "run_it": "run_it"},
+            "when": "$(inputs.run_it)",
+        },
+        "after": {"tool_id": "cat1", "in": {"input1": "nested/inner_out"}},
+    },
+}
+
+
+def _subinvocation_jobs(api, done: dict) -> dict | None:
+    nested = [s for s in done["steps"] if s.get("subworkflow_invocation_id")]
+    return _jobs(api, nested[0]["subworkflow_invocation_id"]) if nested else None
+
+
+@pytest.mark.parametrize("style", ["format2", "ga"])
+def test_conditional_subworkflow_true_runs_it(stack, style):
+    api, wid, hid, data = _setup(stack, CONDITIONAL_SUBWORKFLOW)
+    if style == "ga":
+        ga = api.get(f"/api/workflows/{wid}/download?style=ga").json
+        assert any(step.get("when") == "$(inputs.run_it)" for step in ga["steps"].values())
+        wid = import_workflow(api, ga)["id"]
+    done = _run(stack, api, wid, hid, {"data": {"src": "hda", "id": data}, "run_it": True})
+    assert _subinvocation_jobs(api, done) == {"ok": 1}
+    assert dataset_text(stack, api, done["outputs"]["inner"]["id"]) == "hello\n"
+    assert dataset_text(stack, api, done["outputs"]["after"]["id"]) == "hello\n"
+
+
+@pytest.mark.parametrize("style", ["format2", "ga"])
+def test_conditional_subworkflow_false_skips_it_and_its_dependents(stack, style):
+    api, wid, hid, data = _setup(stack, CONDITIONAL_SUBWORKFLOW)
+    if style == "ga":
+        wid = import_workflow(api, api.get(f"/api/workflows/{wid}/download?style=ga").json)["id"]
+    done = _run(stack, api, wid, hid, {"data": {"src": "hda", "id": data}, "run_it": False})
+    assert _subinvocation_jobs(api, done) is None  # no sub-invocation, so none of its jobs
+    assert _jobs(api, done["id"]) == {"skipped": 1}  # the downstream tool step
+    _skipped_output(stack, api, done["outputs"]["inner"]["id"])
+    _skipped_output(stack, api, done["outputs"]["after"]["id"])
+    assert {s["state"] for s in done["steps"]} == {"scheduled"}
+
+
+def test_conditional_subworkflow_mapped_over_a_collection_is_refused(stack):
+    workflow = copy.deepcopy(CONDITIONAL_SUBWORKFLOW)
+    workflow["inputs"]["data"] = {"type": "collection", "collection_type": "list"}
+    api, wid, hid, _ = _setup(stack, workflow)
+    listed = make_list(stack, api, hid, ["a", "b"])
+    invocation = invoke(api, wid, {"data": {"src": "hdca", "id": listed}, "run_it": True}, history_id=hid)
+    stack.drain()
+    done = show(api, invocation["id"])
+    assert done["state"] == "failed"
+    assert "maps the subworkflow over a collection and has a 'when'" in str(done["messages"])
