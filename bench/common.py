@@ -13,6 +13,7 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 KEY = "bench-admin-key"
 BACKENDS = ("rabbitmq-pg", "sql-pg", "sql-sqlite")
+QUEUES = ("default", "jobs", "exports", "scheduling")
 
 
 def settings_for(backend: str, data_dir: Path, prefix: str, db_name: str) -> Settings:
@@ -21,6 +22,26 @@ def settings_for(backend: str, data_dir: Path, prefix: str, db_name: str) -> Set
     broker = AMQP if backend == "rabbitmq-pg" else "sql"
     return Settings(data_dir=data_dir, database_url=database, broker_url=broker, queue_prefix=prefix,
                     bootstrap_api_key=KEY, log_level="WARNING", id_secret="bench")
+
+
+def cleanup(settings: Settings, db_name: str, queues: tuple[str, ...] = QUEUES) -> None:
+    """Drop a run's database and its queues (with their delay and dead-letter queues)."""
+    if settings.database_url:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin.dispose()
+    if not settings.uses_embedded_broker:
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+        channel = connection.channel()
+        for name in queues:
+            for suffix in ("", ".DQ", ".XQ"):
+                channel.queue_delete(settings.queue_name(name) + suffix)
+        connection.close()
 
 
 def environment(settings: Settings) -> dict[str, str]:

@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from app.models import Dataset, Job  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-from common import PG, ApiBench, environment, settings_for  # noqa: E402
+from common import ApiBench, cleanup, environment, settings_for  # noqa: E402
 
 
 class Bench(ApiBench):
@@ -121,24 +121,6 @@ def bare_loop(paths: list[Path], out_dir: Path) -> float:
         with open(out_dir / f"out_{i}", "wb") as out:
             subprocess.run(["cat", str(path)], stdout=out, check=True)
     return time.perf_counter() - started
-
-
-def cleanup(settings: Settings, db_name: str) -> None:
-    """Drop the database and the queues of the run."""
-    if settings.database_url:
-        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.dispose()
-    if not settings.uses_embedded_broker:
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
-        channel = connection.channel()
-        for name in ("default", "jobs", "exports", "scheduling"):
-            for suffix in ("", ".DQ", ".XQ"):
-                channel.queue_delete(settings.queue_name(name) + suffix)
-        connection.close()
 
 
 def main() -> None:

@@ -37,31 +37,14 @@ from app.models import QueueMessage, Task  # noqa: E402
 from app.schemas.tasks import Noop  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+from common import cleanup, environment, settings_for  # noqa: E402
+
 KINDS = ("bare", "untracked", "tracked", "bare_update")
 
 
-def make_settings(backend: str, data_dir: Path, prefix: str, db_name: str) -> Settings:
-    """Settings for one backend."""
-    if backend == "rabbitmq-pg":
-        return Settings(data_dir=data_dir, database_url=PG_ADMIN.rsplit("/", 1)[0] + f"/{db_name}",
-                        broker_url=AMQP, queue_prefix=prefix, log_level="WARNING")
-    if backend == "sql-pg":
-        return Settings(data_dir=data_dir, database_url=PG_ADMIN.rsplit("/", 1)[0] + f"/{db_name}",
-                        queue_prefix=prefix, log_level="WARNING")
-    return Settings(data_dir=data_dir, queue_prefix=prefix, log_level="WARNING")
-
-
 def env_for(settings: Settings) -> dict[str, str]:
-    """Environment passing the settings to the worker processes."""
-    env = dict(os.environ)
-    env.update(NEBULA_DATA_DIR=str(settings.data_dir), NEBULA_BROKER_URL=settings.broker_url,
-               NEBULA_QUEUE_PREFIX=settings.queue_prefix, NEBULA_LOG_LEVEL="WARNING",
-               PYTHONPATH=f"{ROOT}:{ROOT / 'bench'}")
-    if settings.database_url:
-        env["NEBULA_DATABASE_URL"] = settings.database_url
-    return env
+    """Environment passing the settings to the worker processes (which import this bench's modules)."""
+    return {**environment(settings), "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
 
 
 class Producer:
@@ -168,7 +151,7 @@ def run_backend(backend: str, n: int, rounds: int) -> dict[str, list[float]]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     db_name = f"nebula_bench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(backend, Path(tmp), prefix, db_name)
+        settings = settings_for(backend, Path(tmp), prefix, db_name)
         upgrade(settings)
         producer = Producer(settings)
         master = subprocess.Popen(
@@ -192,24 +175,7 @@ def run_backend(backend: str, n: int, rounds: int) -> dict[str, list[float]]:
             except subprocess.TimeoutExpired:
                 master.kill()
             producer.engine.dispose()
-            cleanup(settings, db_name)
-
-
-def cleanup(settings: Settings, db_name: str) -> None:
-    """Drop the bench database and queues."""
-    if settings.database_url:
-        engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        engine.dispose()
-    if not settings.uses_embedded_broker:
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
-        channel = connection.channel()
-        for suffix in ("", ".DQ", ".XQ"):
-            channel.queue_delete(settings.queue_name("default") + suffix)
-        connection.close()
+            cleanup(settings, db_name, queues=("default",))
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from app.models import Job, WorkflowInvocation  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
-from common import PG, ApiBench, environment, settings_for  # noqa: E402
+from common import ApiBench, cleanup, environment, settings_for  # noqa: E402
 GALAXY = {
     "post_1": 0.028, "post_100": 0.29, "post_1000": 2.17,
     "scheduled_1": 0.97, "scheduled_100": 1.89, "scheduled_1000": 14.4,
@@ -244,23 +244,6 @@ def bench_posts(bench: Bench, history: str, workflows: dict[str, str], inputs: d
         print(f"  {name:24s} p50 {statistics.median(times) * 1000:6.1f} ms  p99 {percentile(times, 0.99) * 1000:6.1f} ms"
               f"  max {max(times) * 1000:6.1f} ms   ({galaxy_text}; target p99 <= 25 ms)", flush=True)
     return made
-
-
-def cleanup(settings: Settings, db_name: str) -> None:
-    if settings.database_url:
-        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.dispose()
-    if not settings.uses_embedded_broker:
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
-        channel = connection.channel()
-        for name in ("default", "jobs", "exports", "scheduling"):
-            for suffix in ("", ".DQ", ".XQ"):
-                channel.queue_delete(settings.queue_name(name) + suffix)
-        connection.close()
 
 
 def kill_test(bench: Bench, scheduler: Pool, workers: Pool, workflow: str, hdca: str, history: str, size: int) -> None:
