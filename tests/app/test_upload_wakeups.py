@@ -9,6 +9,7 @@ from app.jobs import runner
 from app.models import Job
 from app.services import uploads
 from tests.app.test_tools import content, hda, new_history, paste, run
+from tests.app.test_uploads import break_uploads
 
 
 def _job_waiting_on_a_paste(stack, api, history_id: str, text: str) -> tuple[dict, int]:
@@ -49,12 +50,7 @@ def test_a_finished_upload_runs_the_jobs_waiting_on_it_at_once(stack, monkeypatc
 
 
 def test_a_failed_upload_fails_the_jobs_waiting_on_it_at_once(stack, monkeypatch):
-    def broken(*args, **kwargs):
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(uploads, "normalize", broken)
-    for actor in ("fetch_data", "setup_fetch_data", "set_job_metadata"):
-        stack.broker.get_actor(actor).options["max_retries"] = 0
+    break_uploads(stack, monkeypatch)
     api = stack.client(stack.user_key("alice"))
     h = new_history(api)
     result, job_id = _job_waiting_on_a_paste(stack, api, h, "never stored\n")

@@ -97,7 +97,8 @@ def test_fetch_api_pasted_elements(stack):
     assert all(s["state"] == "ok" for s in shown)
 
 
-def test_failed_fetch_marks_outputs_error(stack, monkeypatch):
+def break_uploads(stack, monkeypatch) -> None:
+    """Every upload fails for good at its fetch step ("disk on fire"), with no retries."""
     from app.services import uploads
 
     def broken(*args, **kwargs):
@@ -106,6 +107,10 @@ def test_failed_fetch_marks_outputs_error(stack, monkeypatch):
     monkeypatch.setattr(uploads, "normalize", broken)
     for actor in ("fetch_data", "setup_fetch_data", "set_job_metadata"):
         stack.broker.get_actor(actor).options["max_retries"] = 0
+
+
+def test_failed_fetch_marks_outputs_error(stack, monkeypatch):
+    break_uploads(stack, monkeypatch)
     api = stack.client(stack.user_key("alice"))
     hid = _history(api)
     out = _paste(api, hid, "data")["outputs"][0]
