@@ -88,14 +88,33 @@ class JobMonitor:
     def __init__(self, session_factory: sessionmaker[Session]):
         self.session_factory = session_factory
         self._jobs: dict[int, RunningJob] = {}
+        self._held: set[int] = set()
         self._lock = threading.Lock()
         self._thread_pid: int | None = None
         self._last_heartbeat = time.monotonic()
 
     def is_active(self, job_id: int) -> bool:
-        """True while this process runs the job."""
+        """True while this process handles the job (from before its claim until its end is recorded)."""
         with self._lock:
-            return job_id in self._jobs
+            return job_id in self._jobs or job_id in self._held
+
+    def hold(self, job_id: int) -> bool:
+        """Mark the job as handled by a thread of this process; False when another thread already is.
+
+        Taken before the claim, so that a second message for the same job (a wake-up and a
+        retry both delivered) never sees this process's own claim as orphaned and takes the
+        job over under the first thread's feet.
+        """
+        with self._lock:
+            if job_id in self._held:
+                return False
+            self._held.add(job_id)
+            return True
+
+    def release(self, job_id: int) -> None:
+        """The thread is done with the job."""
+        with self._lock:
+            self._held.discard(job_id)
 
     def register(self, job_id: int, process: subprocess.Popen, output_ids: list[int], *,
                  deadline: float | None = None, captures: list[BinaryIO] | None = None) -> RunningJob:

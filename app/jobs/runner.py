@@ -74,6 +74,16 @@ def job_dir(services: Services, job_id: int) -> Path:
 
 def run_job(services: Services, job_id: int, *, waits: int = 0) -> str:
     """Run a job if it is this worker's to run; return what happened (for logs and tests)."""
+    monitor = helpers_for(services).monitor
+    if not monitor.hold(job_id):
+        return "handled by another thread of this worker"
+    try:
+        return _claim_and_run(services, job_id, waits)
+    finally:
+        monitor.release(job_id)
+
+
+def _claim_and_run(services: Services, job_id: int, waits: int) -> str:
     fast = helpers_for(services).fast
     if fast is not None:
         rows = pgfast.claim(fast, job_id, monitoring.worker_id(), utcnow())

@@ -121,6 +121,42 @@ def test_a_finished_job_is_not_run_again(stack):
     assert job.state == JobState.OK and job.attempts == 1
 
 
+def test_a_second_message_for_a_job_this_worker_is_starting_does_not_take_it_over(stack, monkeypatch):
+    """A wake-up and a retry for one job can reach two threads of one worker: the second leaves it.
+
+    Between its claim and the start of the command a thread's job is not yet a process the
+    monitor watches; the second thread must still not see it as orphaned (taking it over
+    would empty the first thread's working directory under its command).
+    """
+    api = stack.client(stack.user_key("alice"))
+    h = new_history(api)
+    a = paste(api, h, "kept\n")
+    stack.drain()
+    result = run(api, h, "cat1", {"input1": hda(a)})
+    stack.broker.flush(stack.settings.queue_name("jobs"))  # run it here, from two threads
+    job_id = stack.services.ids.decode(result["jobs"][0]["id"])
+    entered, go = threading.Event(), threading.Event()
+    original = runner.run_command
+
+    def slow_start(*args, **kwargs):
+        if not entered.is_set():
+            entered.set()
+            go.wait(10)  # the first thread: claimed, its command not started yet
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_command", slow_start)
+    outcomes: list[str] = []
+    first = threading.Thread(target=lambda: outcomes.append(runner.run_job(stack.runtime.services, job_id)))
+    first.start()
+    assert entered.wait(10)
+    assert runner.run_job(stack.runtime.services, job_id) == "handled by another thread of this worker"
+    go.set()
+    first.join(20)
+    assert outcomes == ["ok"]
+    assert content(api, result["outputs"][0]["id"]) == b"kept\n"
+    assert _job(stack, job_id).attempts == 1
+
+
 def _dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
